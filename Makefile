@@ -1,0 +1,53 @@
+# kondense — every target installs what it needs; `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv demo test test-unit lint fmt typecheck crd clean
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
+
+# The virtual environment, rebuilt when pyproject.toml changes.
+$(STAMP): pyproject.toml scripts/install-torch.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	scripts/install-torch.sh $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(STAMP)  ## create .venv and install kondense with every extra
+
+demo: $(STAMP)  ## compress MiniLM to INT8 locally and print the trade-off table
+	$(VENV)/bin/kondense run examples/minilm-int8.yaml --output out/minilm-int8
+
+lint: $(STAMP)  ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# mypy reads the namespaced packages through links, so no top-level `operator` is ever seen.
+typecheck: $(STAMP)
+	@mkdir -p build/typeroot/kondense
+	@ln -sfn ../../../operator build/typeroot/kondense/operator
+	@ln -sfn ../../../runners build/typeroot/kondense/runners
+	MYPYPATH=build/typeroot $(VENV)/bin/mypy -p kondense.operator -p kondense.runners
+
+test-unit: $(STAMP)  ## tests that need no cluster
+	$(VENV)/bin/pytest -m 'not cluster' tests
+
+test: lint  ## everything: lint, types, unit, runner, control-plane and end-to-end tests
+	$(VENV)/bin/pytest tests
+
+clean:
+	rm -rf build dist *.egg-info out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,504 @@
+"""The CompressionJob recipe: one declaration per field, shared by the CLI, the runner and the CRD.
+
+Every field carries its type, default, bounds and a description written for `kubectl explain`
+readers. The CRD's OpenAPI schema is generated from these models, so edit them here only.
+Field names in manifests are camelCase (Kubernetes convention); Python code uses snake_case.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "kondense.dev"
+API_VERSION = "v1alpha1"
+KIND = "CompressionJob"
+
+
+class SpecModel(BaseModel):
+    """Base for every spec object: camelCase in manifests, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+        frozen=True,
+    )
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+class ModelFormat(StrEnum):
+    onnx = "onnx"
+    huggingface = "huggingface"
+    torchscript = "torchscript"
+    exported_program = "exported-program"
+
+
+class Task(StrEnum):
+    text_embedding = "text-embedding"
+    text_classification = "text-classification"
+    image_classification = "image-classification"
+    generic = "generic"
+
+
+class DType(StrEnum):
+    float32 = "float32"
+    float16 = "float16"
+    int64 = "int64"
+    int32 = "int32"
+    bool = "bool"
+
+
+class TensorSpec(SpecModel):
+    name: str = Field(min_length=1, description="Input name as the model declares it.")
+    shape: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1,
+        max_length=8,
+        description=(
+            "Concrete shape used for synthetic inputs and benchmarking, e.g. [1, 3, 224, 224]. "
+            "The first dimension is the batch size."
+        ),
+    )
+    dtype: DType = Field(default=DType.float32, description="Element type of the input.")
+
+
+class ModelSource(SpecModel):
+    uri: str = Field(
+        min_length=1,
+        description=(
+            "Where the model is: a local path or file://, s3://, pvc:// or https:// URI. "
+            "A Hugging Face model is a directory (config.json + safetensors + tokenizer); "
+            "ONNX, TorchScript and torch.export (.pt2) models are single files. "
+            "Pickled checkpoints (.pt/.bin state dicts) are refused: they can execute code."
+        ),
+    )
+    format: ModelFormat | None = Field(
+        default=None,
+        description="onnx, huggingface, torchscript or exported-program; detected from the "
+        "file when omitted.",
+    )
+    task: Task = Field(
+        default=Task.generic,
+        description=(
+            "What the model does, which picks the quality metric: text-embedding (cosine to "
+            "the original embeddings), text-classification and image-classification (top-1 "
+            "accuracy with labels, agreement with the original without), generic (output "
+            "cosine and agreement against the original)."
+        ),
+    )
+    inputs: list[TensorSpec] | None = Field(
+        default=None,
+        max_length=32,
+        description=(
+            "Input names, shapes and types. Fixes dynamic dimensions for benchmarking and "
+            "synthetic data; required for TorchScript and exported-program models without "
+            "data."
+        ),
+    )
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+class DataSource(SpecModel):
+    uri: str = Field(
+        min_length=1,
+        description=(
+            "A .npz file (arrays named like the model inputs, optional 'labels') or a .jsonl "
+            "file of {\"text\": ..., \"label\": ...} lines tokenized with the model's own "
+            "tokenizer. Local path or file://, s3://, pvc://, https://."
+        ),
+    )
+    samples: int = Field(
+        default=300,
+        ge=1,
+        le=100_000,
+        description="How many samples to read from the start of the file.",
+    )
+
+
+class Data(SpecModel):
+    calibration: DataSource | None = Field(
+        default=None,
+        description="Representative inputs for static INT8 calibration (100-1000 samples).",
+    )
+    evaluation: DataSource | None = Field(
+        default=None,
+        description="Held-out inputs (and labels) for the quality metric. Synthetic inputs "
+        "from spec.model.inputs are used when omitted.",
+    )
+    training: DataSource | None = Field(
+        default=None,
+        description="Training data for fine-tuning after pruning and for distillation.",
+    )
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+class ExportConfig(SpecModel):
+    opset: int = Field(default=17, ge=17, le=23, description="ONNX opset version to export.")
+    dynamic_axes: bool = Field(
+        default=True,
+        description="Export batch and sequence dimensions as dynamic axes.",
+    )
+
+
+class OptimizeLevel(StrEnum):
+    basic = "basic"
+    extended = "extended"
+    all = "all"
+
+
+class TransformerFusion(StrEnum):
+    auto = "auto"
+    bert = "bert"
+    off = "off"
+
+
+class OptimizeConfig(SpecModel):
+    level: OptimizeLevel = Field(
+        default=OptimizeLevel.extended,
+        description=(
+            "ONNX Runtime offline graph optimization level: basic (constant folding, "
+            "redundant node removal), extended (plus operator fusions), all (plus layout "
+            "optimizations, which tie the saved model to the machine that produced it)."
+        ),
+    )
+    transformer: TransformerFusion = Field(
+        default=TransformerFusion.auto,
+        description=(
+            "Transformer fusion (attention, layer norm, GELU): auto applies it to BERT-like "
+            "models, with heads and hidden size read from the model's config; bert forces it; "
+            "off skips it."
+        ),
+    )
+
+
+class QuantizeMode(StrEnum):
+    dynamic = "dynamic"
+    static = "static"
+    fp16 = "fp16"
+
+
+class CalibrationMethod(StrEnum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+class QuantizeConfig(SpecModel):
+    mode: QuantizeMode = Field(
+        description=(
+            "dynamic: INT8 weights, activations quantized at run time (no data needed). "
+            "static: INT8 weights and activations (QDQ) calibrated on spec.data.calibration. "
+            "fp16: half-precision weights and compute, for GPUs."
+        ),
+    )
+    per_channel: bool = Field(
+        default=True,
+        description="Quantize weights per output channel (INT8 modes); keeps accuracy.",
+    )
+    calibration_method: CalibrationMethod = Field(
+        default=CalibrationMethod.minmax,
+        description="How static INT8 picks activation ranges: minmax, entropy or percentile.",
+    )
+    keep_io_types: bool = Field(
+        default=True,
+        description="fp16: keep float32 model inputs and outputs so callers need no change.",
+    )
+    op_block_list: list[str] | None = Field(
+        default=None,
+        max_length=64,
+        description="fp16: operator types kept in float32 (added to the built-in list of ops "
+        "without fp16 kernels).",
+    )
+    exclude_nodes: list[str] | None = Field(
+        default=None,
+        max_length=1024,
+        description="INT8: node names left in float32.",
+    )
+
+
+class PruneMethod(StrEnum):
+    magnitude = "magnitude"
+    structured = "structured"
+
+
+class PruneScope(StrEnum):
+    local = "local"
+    global_ = "global"
+
+
+class FineTune(SpecModel):
+    epochs: int = Field(default=3, ge=0, le=1000, description="Passes over spec.data.training.")
+    learning_rate: float = Field(default=1e-3, gt=0, le=1, description="Optimizer step size.")
+    batch_size: int = Field(default=32, ge=1, le=4096, description="Training batch size.")
+    max_train_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Time budget: training stops cleanly when spent and keeps the best "
+        "checkpoint so far.",
+    )
+
+
+class PruneConfig(SpecModel):
+    method: PruneMethod = Field(
+        default=PruneMethod.magnitude,
+        description=(
+            "magnitude: zero the smallest weights (unstructured; smaller when compressed, no "
+            "faster on dense runtimes). structured: remove whole channels/filters/heads, giving "
+            "a physically smaller, faster dense model."
+        ),
+    )
+    amount: float = Field(
+        ge=0,
+        lt=1,
+        description="Fraction of weights (magnitude) or channels (structured) to remove, in "
+        "[0, 1).",
+    )
+    scope: PruneScope = Field(
+        default=PruneScope.local,
+        description="magnitude: local prunes each layer by amount; global ranks all chosen "
+        "layers together.",
+    )
+    module_types: list[str] = Field(
+        default_factory=lambda: ["Linear", "Conv2d"],
+        min_length=1,
+        description="PyTorch module types to prune, e.g. Linear, Conv2d.",
+    )
+    fine_tune: FineTune | None = Field(
+        default=None,
+        description="Fine-tune on spec.data.training after pruning to recover accuracy.",
+    )
+
+
+class DistillMode(StrEnum):
+    soft_targets = "soft-targets"
+    task_specific = "task-specific"
+
+
+class StudentSource(SpecModel):
+    uri: str | None = Field(
+        default=None,
+        description="A student model to train. When omitted the student is derived from the "
+        "teacher.",
+    )
+    keep_every: int = Field(
+        default=2,
+        ge=1,
+        le=24,
+        description="BERT-like teachers: keep every k-th transformer layer, initialised from "
+        "the teacher.",
+    )
+    width: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="CNN teachers: fraction of channels the derived student keeps.",
+    )
+
+
+class DistillConfig(SpecModel):
+    mode: DistillMode = Field(
+        default=DistillMode.soft_targets,
+        description=(
+            "soft-targets: L = alpha*CE(y, s) + (1-alpha)*T^2*KL(softmax(t/T) || softmax(s/T)) "
+            "on labelled data. task-specific: the teacher's outputs on unlabelled domain data "
+            "are the only targets (embeddings are matched by cosine)."
+        ),
+    )
+    student: StudentSource = Field(
+        default_factory=StudentSource, description="The student model."
+    )
+    temperature: float = Field(default=4.0, ge=1, le=20, description="Softening temperature T.")
+    alpha: float = Field(
+        default=0.3, ge=0, le=1, description="Weight of the hard-label loss; 1-alpha weights KL."
+    )
+    training: FineTune = Field(default_factory=FineTune, description="Training settings.")
+
+
+class Step(SpecModel):
+    """One step of the recipe: exactly one of the keys is set."""
+
+    export: ExportConfig | None = Field(default=None, description="PyTorch model to ONNX.")
+    optimize: OptimizeConfig | None = Field(
+        default=None, description="ONNX Runtime graph optimization and transformer fusion."
+    )
+    quantize: QuantizeConfig | None = Field(
+        default=None, description="INT8 (dynamic, static) or FP16 quantization."
+    )
+    prune: PruneConfig | None = Field(default=None, description="Magnitude or structured pruning.")
+    distill: DistillConfig | None = Field(
+        default=None, description="Knowledge distillation into a smaller student."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Step:
+        if len(self.set_keys()) != 1:
+            raise ValueError(
+                "each step sets exactly one of export, optimize, quantize, prune, distill"
+            )
+        return self
+
+    def set_keys(self) -> list[str]:
+        return [name for name in STEP_NAMES if getattr(self, name) is not None]
+
+    @property
+    def name(self) -> str:
+        return self.set_keys()[0]
+
+    @property
+    def config(self) -> SpecModel:
+        value = getattr(self, self.name)
+        assert isinstance(value, SpecModel)
+        return value
+
+
+STEP_NAMES = ("export", "optimize", "quantize", "prune", "distill")
+
+
+# --- evaluation and output -------------------------------------------------------------------
+
+
+class Metric(StrEnum):
+    auto = "auto"
+    cosine = "cosine"
+    accuracy = "accuracy"
+    agreement = "agreement"
+
+
+class Evaluation(SpecModel):
+    metric: Metric = Field(
+        default=Metric.auto,
+        description=(
+            "Quality metric: auto picks cosine for text-embedding, accuracy for classifiers "
+            "with labels, agreement otherwise."
+        ),
+    )
+    max_metric_drop: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Largest tolerated drop of the metric from baseline to result (absolute). "
+        "The job fails, keeping the artifact marked rejected, when exceeded.",
+    )
+    require_speedup: bool = Field(
+        default=True,
+        description="Fail the job when the result is slower than its baseline.",
+    )
+    batch_size: int = Field(default=1, ge=1, le=1024, description="Benchmark batch size.")
+    sequence_length: int = Field(
+        default=128, ge=1, le=8192, description="Benchmark sequence length for text models."
+    )
+    threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Intra-op threads for benchmarking; 0 uses the CPUs available to the job.",
+    )
+    warmup: int = Field(default=10, ge=0, le=10_000, description="Untimed runs before timing.")
+    runs: int = Field(default=100, ge=1, le=100_000, description="Timed runs.")
+
+
+class Output(SpecModel):
+    uri: str = Field(
+        min_length=1,
+        description="Where artifacts and report.json go: local path or file://, s3://, pvc://.",
+    )
+
+
+class Resources(SpecModel):
+    cpu: str | None = Field(default=None, description="CPU request and limit, e.g. '2'.")
+    memory: str | None = Field(default=None, description="Memory request and limit, e.g. '4Gi'.")
+
+
+class CompressionJobSpec(SpecModel):
+    """What to compress, how, and how to judge the result."""
+
+    model: ModelSource = Field(description="The model to compress.")
+    data: Data = Field(default_factory=Data, description="Calibration, evaluation and training "
+                       "data.")
+    steps: list[Step] = Field(
+        min_length=1, max_length=16, description="Compression steps, run in order."
+    )
+    evaluation: Evaluation = Field(
+        default_factory=Evaluation, description="How baseline and result are compared."
+    )
+    output: Output = Field(description="Where the artifacts go.")
+    node_pool: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Node pool to run on (cluster only); picked from the recipe when omitted: "
+        "gpu for fp16, cpu otherwise.",
+    )
+    timeout_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Wall-clock limit for the runner (cluster: the Job's activeDeadlineSeconds).",
+    )
+    resources: Resources | None = Field(
+        default=None, description="Runner pod resources, overriding the node pool's defaults."
+    )
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> CompressionJobSpec:
+        problems = cross_field_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def steps_named(self, name: str) -> list[SpecModel]:
+        return [step.config for step in self.steps if step.name == name]
+
+
+def cross_field_problems(spec: CompressionJobSpec) -> list[str]:
+    """Mistakes that span fields. The CRD carries the same rules as CEL expressions."""
+    problems = []
+    modes = [q.mode for q in spec.steps_named("quantize") if isinstance(q, QuantizeConfig)]
+    if QuantizeMode.static in modes and spec.data.calibration is None:
+        problems.append(
+            "spec.data.calibration: static INT8 quantization needs calibration data; add "
+            "data.calibration.uri (100-1000 representative samples) or use mode: dynamic"
+        )
+    if QuantizeMode.fp16 in modes and spec.node_pool == "cpu":
+        problems.append(
+            "spec.nodePool: fp16 needs a GPU; remove nodePool: cpu or quantize with mode: dynamic"
+        )
+    needs_training = any(
+        isinstance(p, PruneConfig) and p.fine_tune is not None for p in spec.steps_named("prune")
+    ) or bool(spec.steps_named("distill"))
+    if needs_training and spec.data.training is None:
+        problems.append(
+            "spec.data.training: fine-tuning and distillation need training data; add "
+            "data.training.uri"
+        )
+    return problems
+
+
+class CompressionJob(SpecModel):
+    """A whole manifest, as applied with kubectl or run with `kondense run`."""
+
+    api_version: str = Field(description=f"{API_GROUP}/{API_VERSION}")
+    kind: str = Field(description=KIND)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: CompressionJobSpec
+
+    @model_validator(mode="after")
+    def _type_meta(self) -> CompressionJob:
+        if self.api_version != f"{API_GROUP}/{API_VERSION}":
+            raise ValueError(f"apiVersion must be {API_GROUP}/{API_VERSION}")
+        if self.kind != KIND:
+            raise ValueError(f"kind must be {KIND}")
+        return self
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", "job"))

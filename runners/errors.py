@@ -1,0 +1,39 @@
+"""Errors a user can act on, and the exit codes the CLI and the runner pod end with."""
+
+from __future__ import annotations
+
+# Exit codes are a contract with the operator's podFailurePolicy: bad input and a rejected
+# result are final (never retried); anything else is treated as transient.
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_REJECTED = 3
+
+
+class KondenseError(Exception):
+    """A failure with a message written for the user: what went wrong and what to change."""
+
+    exit_code = EXIT_FAILURE
+    reason = "RunnerFailed"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{self.field}: {message}" if self.field else message
+
+
+class BadInput(KondenseError):
+    """The job's input (spec, model file, data) is wrong; retrying cannot help."""
+
+    exit_code = EXIT_BAD_INPUT
+    reason = "BadInput"
+
+
+class ResultRejected(KondenseError):
+    """The compressed model missed its quality or speed gate; the artifact is kept, marked."""
+
+    exit_code = EXIT_REJECTED
+    reason = "ResultRejected"

@@ -1,0 +1,92 @@
+"""The result schema: one shape for report.json, the pod's termination message and CR status."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# Kubernetes truncates termination messages at 4096 bytes.
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+class ReportModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_json_dict(self) -> dict[str, object]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Artifact(ReportModel):
+    name: str = Field(description="File name inside the output location.")
+    uri: str = Field(description="Where the file was stored.")
+    sha256: str = Field(description="SHA-256 of the file's bytes, hex.")
+    bytes: int = Field(ge=0, description="File size.")
+
+
+class Figures(ReportModel):
+    """What one model measured on the node that ran the job."""
+
+    bytes: int = Field(ge=0, description="Model size on disk, external data included.")
+    parameters: int | None = Field(default=None, ge=0, description="Parameter count.")
+    sparsity: float | None = Field(default=None, description="Fraction of zero weights.")
+    compressed_bytes: int | None = Field(
+        default=None, description="Size after generic compression (shows what sparsity buys)."
+    )
+    latency_ms_p50: float = Field(description="Median latency per batch, milliseconds.")
+    latency_ms_p95: float = Field(description="95th percentile latency per batch, milliseconds.")
+    throughput: float = Field(description="Samples per second.")
+    metric: float | None = Field(default=None, description="The task metric's value.")
+
+
+class Results(ReportModel):
+    baseline: Figures
+    compressed: Figures
+    metric_name: str
+    metric_drop: float = Field(description="baseline.metric - compressed.metric (absolute).")
+    size_ratio: float = Field(description="baseline.bytes / compressed.bytes.")
+    speedup: float = Field(description="baseline.latencyMsP50 / compressed.latencyMsP50.")
+    device: str = Field(description="cpu or cuda, and the execution provider used.")
+    threads: int
+    batch_size: int
+    sequence_length: int | None = None
+    accepted: bool = Field(default=True, description="False when a quality/speed gate failed.")
+    verdict: str | None = Field(default=None, description="Why the result was rejected.")
+
+
+class StepTiming(ReportModel):
+    name: str
+    seconds: float
+    notes: dict[str, float | int | str] | None = Field(
+        default=None, description="What the step reports of itself (e.g. achieved sparsity)."
+    )
+
+
+class Report(ReportModel):
+    artifacts: list[Artifact] = Field(default_factory=list)
+    results: Results | None = None
+    steps: list[StepTiming] = Field(default_factory=list)
+
+
+class Outcome(ReportModel):
+    """What the runner pod leaves in its termination message and the operator copies to status."""
+
+    succeeded: bool
+    reason: str = Field(description="CamelCase reason, e.g. Succeeded, BadInput, ResultRejected.")
+    message: str = Field(description="One human sentence.")
+    results: Results | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
+
+
+def termination_message(outcome: Outcome) -> str:
+    """Compact JSON under the kubelet's 4 KiB limit: artifacts, then the message, are trimmed."""
+    data = outcome.to_json_dict()
+    text = json.dumps(data, separators=(",", ":"))
+    while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and data.get("artifacts"):
+        data["artifacts"] = data["artifacts"][:-1]  # type: ignore[index]
+        text = json.dumps(data, separators=(",", ":"))
+    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+        data["message"] = str(data["message"])[:512]
+        text = json.dumps(data, separators=(",", ":"))
+    return text

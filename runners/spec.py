@@ -111,7 +111,7 @@ class DataSource(SpecModel):
         min_length=1,
         description=(
             "A .npz file (arrays named like the model inputs, optional 'labels') or a .jsonl "
-            "file of {\"text\": ..., \"label\": ...} lines tokenized with the model's own "
+            'file of {"text": ..., "label": ...} lines tokenized with the model\'s own '
             "tokenizer. Local path or file://, s3://, pvc://, https://."
         ),
     )
@@ -314,9 +314,7 @@ class DistillConfig(SpecModel):
             "are the only targets (embeddings are matched by cosine)."
         ),
     )
-    student: StudentSource = Field(
-        default_factory=StudentSource, description="The student model."
-    )
+    student: StudentSource = Field(default_factory=StudentSource, description="The student model.")
     temperature: float = Field(default=4.0, ge=1, le=20, description="Softening temperature T.")
     alpha: float = Field(
         default=0.3, ge=0, le=1, description="Weight of the hard-label loss; 1-alpha weights KL."
@@ -423,8 +421,9 @@ class CompressionJobSpec(SpecModel):
     """What to compress, how, and how to judge the result."""
 
     model: ModelSource = Field(description="The model to compress.")
-    data: Data = Field(default_factory=Data, description="Calibration, evaluation and training "
-                       "data.")
+    data: Data = Field(
+        default_factory=Data, description="Calibration, evaluation and training data."
+    )
     steps: list[Step] = Field(
         min_length=1, max_length=16, description="Compression steps, run in order."
     )

@@ -246,6 +246,13 @@ class FineTune(SpecModel):
         description="Time budget: training stops cleanly when spent and keeps the best "
         "checkpoint so far.",
     )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="Random seed for initialisation and batch order: the same seed, data and "
+        "settings give the same trained model.",
+    )
 
 
 class PruneConfig(SpecModel):
@@ -302,6 +309,12 @@ class StudentSource(SpecModel):
         gt=0,
         le=1,
         description="CNN teachers: fraction of channels the derived student keeps.",
+    )
+    init_from_teacher: bool = Field(
+        default=True,
+        description="A derived student starts from the teacher's surviving weights; false "
+        "re-initialises them at random (seeded by training.seed), e.g. to measure what "
+        "distillation alone adds.",
     )
 
 

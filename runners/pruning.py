@@ -1,0 +1,220 @@
+"""Pruning a torch module in place: magnitude (unstructured) and channel (structured) pruning.
+
+Magnitude pruning uses `torch.nn.utils.prune` and makes the result permanent with
+`prune.remove`, so no `weight_orig`/`weight_mask` reparametrisation is left behind.
+
+Structured pruning uses torch-pruning's dependency graph (`torch_pruning.MetaPruner`): it traces
+the network once and knows which layers must shrink together (a conv's filters, the next
+layer's input channels, a flattened linear's columns, norms in between), which a hand-written
+pass only gets right for plain sequential chains. The result is a physically smaller dense
+network.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kondense.runners.errors import BadInput
+from kondense.runners.spec import PruneScope
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Sparsity:
+    """Zero weights among the chosen layers' weights, and over all parameters."""
+
+    zeros: int
+    weights: int
+    parameters: int
+    zero_parameters: int
+
+    @property
+    def fraction(self) -> float:
+        return self.zeros / self.weights if self.weights else 0.0
+
+
+def module_classes(names: list[str], *, field: str) -> tuple[type, ...]:
+    """torch.nn classes named in the spec (e.g. Linear, Conv2d); unknown names are BadInput."""
+    from torch import nn
+
+    classes = []
+    for name in names:
+        cls = getattr(nn, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise BadInput(
+                f"{name!r} is not a torch.nn module type; use names such as Linear, Conv2d, Conv1d",
+                field=field,
+            )
+        classes.append(cls)
+    return tuple(classes)
+
+
+def weighted_layers(module: torch.nn.Module, classes: tuple[type, ...]) -> list[Any]:
+    """The layers of the chosen types that carry a `weight` tensor, in definition order."""
+    import torch
+
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, classes) and isinstance(getattr(m, "weight", None), torch.Tensor)
+    ]
+
+
+def measure_sparsity(module: torch.nn.Module, classes: tuple[type, ...]) -> Sparsity:
+    layers = weighted_layers(module, classes)
+    return Sparsity(
+        zeros=sum(int((m.weight == 0).sum()) for m in layers),
+        weights=sum(m.weight.numel() for m in layers),
+        parameters=sum(p.numel() for p in module.parameters()),
+        zero_parameters=sum(int((p == 0).sum()) for p in module.parameters()),
+    )
+
+
+def prune_magnitude(
+    module: torch.nn.Module, amount: float, scope: PruneScope, classes: tuple[type, ...]
+) -> Sparsity:
+    """Zero the `amount` smallest-|w| weights of the chosen layers (per layer or ranked
+    globally), permanently. Biases are left alone: they are few and pruning them hurts."""
+    from torch.nn.utils import prune
+
+    layers = weighted_layers(module, classes)
+    if not layers:
+        names = ", ".join(c.__name__ for c in classes)
+        raise BadInput(
+            f"the model has no layers of type {names}; list the types it has (e.g. Linear)",
+            field="prune.moduleTypes",
+        )
+    if scope is PruneScope.global_:
+        prune.global_unstructured(
+            [(m, "weight") for m in layers], pruning_method=prune.L1Unstructured, amount=amount
+        )
+    else:
+        for layer in layers:
+            prune.l1_unstructured(layer, "weight", amount=amount)
+    for layer in layers:
+        prune.remove(layer, "weight")  # bake the mask in: plain dense tensors with zeros
+    return measure_sparsity(module, classes)
+
+
+def prune_channels(
+    module: torch.nn.Module,
+    example_inputs: Mapping[str, torch.Tensor],
+    amount: float,
+    classes: tuple[type, ...],
+) -> None:
+    """Remove `amount` of the output channels of every chosen layer, by the L2 norm of each
+    channel's weights, and rewire the layers that consume them.
+
+    The layer that produces the model's output keeps its channels (its outputs are the
+    contract), and so does everything the dependency graph ties to it.
+    """
+    import torch
+    import torch_pruning as tp
+
+    from kondense.runners.training import accepted_inputs
+
+    inputs = accepted_inputs(module, example_inputs)
+    module.eval()
+    with torch.no_grad():
+        before = _output_shape(module, inputs)
+    executed = _executed_layers(module, inputs, classes)
+    if not executed:
+        names = ", ".join(c.__name__ for c in classes)
+        raise BadInput(
+            f"the model runs no layers of type {names}; list the types it has (e.g. Linear)",
+            field="prune.moduleTypes",
+        )
+    ignored = [m for m in module.modules() if not isinstance(m, classes) and _has_weight(m)]
+    pruner = tp.pruner.MetaPruner(
+        module,
+        example_inputs=inputs,
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=amount,
+        ignored_layers=[executed[-1], *ignored],
+    )
+    pruner.step()
+    with torch.no_grad():
+        after = _output_shape(module, inputs)
+    if after != before:
+        raise BadInput(
+            f"structured pruning changed the output shape from {before} to {after}; prune "
+            "fewer module types",
+            field="prune.moduleTypes",
+        )
+
+
+def _has_weight(module: torch.nn.Module) -> bool:
+    import torch
+
+    # Norm layers follow the channels of the layer before them; they are not pruning roots
+    # but must be pruned along, so only other weighted layers (embeddings...) are held fixed.
+    norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm, torch.nn.GroupNorm)
+    return (
+        isinstance(getattr(module, "weight", None), torch.nn.Parameter)
+        and not isinstance(module, norms)
+        and not any(True for _ in module.children())
+    )
+
+
+def _output_shape(module: torch.nn.Module, inputs: Mapping[str, Any]) -> tuple[int, ...]:
+    output = module(**inputs)
+    for attribute in ("logits", "last_hidden_state"):
+        if getattr(output, attribute, None) is not None:
+            output = getattr(output, attribute)
+    if isinstance(output, tuple | list):
+        output = output[0]
+    return tuple(output.shape)
+
+
+def _executed_layers(
+    module: torch.nn.Module, inputs: Mapping[str, Any], classes: tuple[type, ...]
+) -> list[Any]:
+    """Chosen layers in the order the forward pass runs them (the last one makes the output)."""
+    import torch
+
+    order: list[Any] = []
+    hooks = [
+        layer.register_forward_hook(lambda m, _i, _o: order.append(m))
+        for layer in weighted_layers(module, classes)
+    ]
+    try:
+        with torch.no_grad():
+            module(**inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return list(dict.fromkeys(order))
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def compressed_weight_bytes(module: torch.nn.Module) -> tuple[int, int]:
+    """(raw, gzip-compressed) size of the module's weights serialised as safetensors: what
+    zeros buy on disk and over the wire."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    raw = save(_unshared(tensors))
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as archive:
+        archive.write(raw)
+    return len(raw), buffer.getbuffer().nbytes
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses tensors that share storage (tied embeddings); copies are fine here.
+    seen: set[int] = set()
+    result = {}
+    for name, tensor in tensors.items():
+        pointer = tensor.untyped_storage().data_ptr()
+        result[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return result

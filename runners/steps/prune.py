@@ -1,0 +1,157 @@
+"""The prune step: magnitude (unstructured) or structured (channel) pruning of a PyTorch model,
+optionally fine-tuned on spec.data.training to win back accuracy.
+
+Input: an in-memory module from an earlier step or a Hugging Face directory. Output: the pruned
+module in memory (and, for Hugging Face models, saved as a directory); `export` turns it into
+ONNX for the steps after it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from kondense.runners.errors import BadInput
+from kondense.runners.spec import FineTune, PruneConfig, PruneMethod, Task
+from kondense.runners.steps import Model, StepContext
+
+if TYPE_CHECKING:
+    import torch
+
+    from kondense.runners.training import TrainingBatch
+
+UNSTRUCTURED_SPEED_NOTE = (
+    "unstructured sparsity makes the model smaller when compressed, not faster: dense runtimes "
+    "(ONNX Runtime, PyTorch) still multiply every zero. Use method: structured for speed."
+)
+
+
+def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
+    from kondense.runners import pruning, trainable
+
+    task = ctx.spec.model.task
+    module = trainable.load_module(model, task, step="prune")
+    classes = pruning.module_classes(config.module_types, field="prune.moduleTypes")
+    original = copy.deepcopy(module)
+    _, before_gzip = pruning.compressed_weight_bytes(module)
+    notes: dict[str, Any] = {
+        "method": config.method.value,
+        "amount": config.amount,
+        "parametersBefore": pruning.parameter_count(module),
+        "weightsGzipBytesBefore": before_gzip,
+    }
+    stream = None
+    if config.fine_tune is not None:
+        stream = trainable.training_stream(ctx, model, module, config.fine_tune.batch_size)
+
+    if config.method is PruneMethod.magnitude:
+        sparsity = pruning.prune_magnitude(module, config.amount, config.scope, classes)
+        notes |= {
+            "scope": config.scope.value,
+            "sparsity": round(sparsity.fraction, 6),
+            "zeroParameters": sparsity.zero_parameters,
+            "speed": UNSTRUCTURED_SPEED_NOTE,
+        }
+    else:
+        if trainable.is_huggingface(module):
+            raise BadInput(
+                "structured pruning of Hugging Face transformer models is not supported; "
+                "to make a transformer smaller and faster use a distill step "
+                "(student.keepEvery drops whole layers), or method: magnitude",
+                field="prune.method",
+            )
+        example = trainable.example_inputs(ctx, stream)
+        pruning.prune_channels(module, example, config.amount, classes)
+
+    if config.fine_tune is not None and stream is not None:
+        loss = _fine_tune_loss(task, original)
+        result = _fine_tune(module, stream, loss, config.fine_tune, ctx, config)
+        notes |= result
+    if config.method is PruneMethod.magnitude:
+        # Fine-tuning moves zeros; pruning again keeps the promised sparsity.
+        sparsity = pruning.measure_sparsity(module, classes)
+        notes["sparsity"] = round(sparsity.fraction, 6)
+        notes["zeroParameters"] = sparsity.zero_parameters
+
+    after_raw, after_gzip = pruning.compressed_weight_bytes(module)
+    notes |= {
+        "parametersAfter": pruning.parameter_count(module),
+        "weightsBytes": after_raw,
+        "weightsGzipBytes": after_gzip,
+    }
+    for key, value in notes.items():
+        ctx.report(key, value)
+    return trainable.write_back(module, model.with_(notes={**model.notes, **notes}), ctx)
+
+
+def _fine_tune(
+    module: torch.nn.Module,
+    stream: Any,
+    loss: Any,
+    settings: FineTune,
+    ctx: StepContext,
+    config: PruneConfig,
+) -> dict[str, Any]:
+    import torch
+
+    from kondense.runners import pruning
+    from kondense.runners.training import train
+
+    masks = None
+    if config.method is PruneMethod.magnitude:
+        # Keep pruned weights at zero while training: the mask is re-applied after each step.
+        classes = pruning.module_classes(config.module_types, field="prune.moduleTypes")
+        masks = [(m, m.weight != 0) for m in pruning.weighted_layers(module, classes)]
+
+        def masked_loss(m: torch.nn.Module, batch: TrainingBatch) -> torch.Tensor:
+            with torch.no_grad():
+                for layer, mask in masks or []:
+                    layer.weight.mul_(mask)
+            return loss(m, batch)
+
+        result = train(
+            module,
+            stream,
+            masked_loss,
+            settings,
+            seed=settings.seed,
+            progress=ctx.progress,
+            description="fine-tune",
+        )
+        with torch.no_grad():
+            for layer, mask in masks:
+                layer.weight.mul_(mask)
+    else:
+        result = train(
+            module,
+            stream,
+            loss,
+            settings,
+            seed=settings.seed,
+            progress=ctx.progress,
+            description="fine-tune",
+        )
+    return result.notes("fineTune")
+
+
+def _fine_tune_loss(task: Task, original: torch.nn.Module) -> Any:
+    """Cross-entropy on the labels; embedding models without labels learn to reproduce the
+    unpruned model's embeddings instead (cosine)."""
+    import torch
+    import torch.nn.functional as F
+
+    from kondense.runners.trainable import require_labels
+    from kondense.runners.training import forward
+
+    original.eval()
+
+    def loss(module: torch.nn.Module, batch: TrainingBatch) -> torch.Tensor:
+        if task is Task.text_embedding and batch.labels is None:
+            with torch.no_grad():
+                target = forward(original, batch.inputs)
+            output = forward(module, batch.inputs)
+            return (1 - F.cosine_similarity(output, target, dim=-1)).mean()
+        labels = require_labels(batch, why="fine-tuning after pruning")
+        return F.cross_entropy(forward(module, batch.inputs), torch.from_numpy(labels).long())
+
+    return loss

@@ -1,0 +1,190 @@
+"""What the training steps (prune, distill) share: a trainable torch module from a `Model`,
+its training data as a stream, example inputs, and writing a changed module back out.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kondense.runners.errors import BadInput
+from kondense.runners.spec import DataSource, ModelFormat, Task
+from kondense.runners.steps import Model, StepContext
+from kondense.runners.training import BatchStream, TrainingBatch
+
+if TYPE_CHECKING:
+    import torch
+
+# Files a Hugging Face directory carries besides the weights; kept with a changed model so the
+# result still tokenizes and loads like the original.
+_HF_ASSETS = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling",
+)
+
+
+def load_module(model: Model, task: Task, *, step: str) -> torch.nn.Module:
+    """The model as a torch module with real layers to prune or train.
+
+    In-memory modules (from an earlier step) and Hugging Face directories qualify. TorchScript,
+    torch.export programs and ONNX are graphs without editable layers and are refused.
+    """
+    if model.module is not None:
+        return model.module
+    if model.format is not ModelFormat.huggingface:
+        raise BadInput(
+            f"the {step} step needs a PyTorch model with layers (a Hugging Face directory); "
+            f"{model.format.value} models are compiled graphs whose layers cannot be changed. "
+            f"Give the Hugging Face directory, or put {step} before export",
+            field="spec.model.uri",
+        )
+    return load_huggingface(model.path, task)
+
+
+def load_huggingface(path: Path, task: Task) -> torch.nn.Module:
+    """A Hugging Face model from its directory, weights from safetensors only (never pickle)."""
+    import transformers
+
+    if not any(path.glob("*.safetensors")):
+        raise BadInput(
+            f"{path} has no .safetensors weights; pickled checkpoints are refused because "
+            "loading them can execute code. Save the model with safe_serialization=True",
+            field="spec.model.uri",
+        )
+    auto = {
+        Task.text_classification: transformers.AutoModelForSequenceClassification,
+        Task.image_classification: transformers.AutoModelForImageClassification,
+    }.get(task, transformers.AutoModel)
+    module = auto.from_pretrained(str(path), use_safetensors=True)
+    return module.eval()
+
+
+def is_huggingface(module: Any) -> bool:
+    return hasattr(module, "config") and hasattr(module, "save_pretrained")
+
+
+def tokenizer_dir(model: Model) -> Path | None:
+    """Where the model's tokenizer files are, if it has any."""
+    for folder in (model.assets, model.path if model.path.is_dir() else None):
+        if folder is not None and (
+            (folder / "tokenizer.json").exists() or (folder / "vocab.txt").exists()
+        ):
+            return folder
+    return None
+
+
+def input_names(module: torch.nn.Module, tokenizer: Path | None) -> list[str]:
+    """The names a batch must carry: the tokenizer's model inputs for text models, the
+    forward signature's named arguments otherwise."""
+    if tokenizer is not None:
+        import transformers
+
+        names = transformers.AutoTokenizer.from_pretrained(str(tokenizer)).model_input_names
+        return [n for n in names if n in _forward_parameters(module)] or list(names)
+    return _forward_parameters(module)
+
+
+def _forward_parameters(module: torch.nn.Module) -> list[str]:
+    parameters = inspect.signature(module.forward).parameters.values()
+    return [
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+
+
+def training_stream(
+    ctx: StepContext, model: Model, module: torch.nn.Module, batch_size: int
+) -> BatchStream:
+    """spec.data.training as a re-startable stream of batches (one pass per call)."""
+    source = ctx.spec.data.training
+    if source is None:
+        raise BadInput(
+            "this step trains and needs training data; add data.training.uri (.npz or .jsonl)",
+            field="spec.data.training",
+        )
+    return data_stream(source, model, module, batch_size, ctx.spec.evaluation.sequence_length)
+
+
+def data_stream(
+    source: DataSource, model: Model, module: torch.nn.Module, batch_size: int, seq_len: int
+) -> BatchStream:
+    from kondense.runners.data import iter_batches
+
+    tokenizer = tokenizer_dir(model)
+    names = input_names(module, tokenizer)
+
+    def stream() -> Iterable[TrainingBatch]:
+        return iter_batches(
+            source,
+            input_names=names,
+            tokenizer_dir=tokenizer,
+            batch_size=batch_size,
+            sequence_length=seq_len,
+        )
+
+    return stream
+
+
+def require_labels(batch: TrainingBatch, *, why: str) -> np.ndarray:
+    if batch.labels is None:
+        raise BadInput(
+            f"{why} needs labels, and the training data has none; add a 'labels' array to "
+            'the .npz or a "label" to each .jsonl line',
+            field="spec.data.training.uri",
+        )
+    return batch.labels
+
+
+def example_inputs(ctx: StepContext, stream: BatchStream | None) -> dict[str, torch.Tensor]:
+    """A small batch to trace the network with: spec.model.inputs, else the first training
+    batch, else the first evaluation batch."""
+    import torch
+
+    from kondense.runners.training import to_tensors
+
+    declared = ctx.spec.model.inputs
+    if declared:
+        dtypes = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
+        dtypes |= {"int32": torch.int32, "bool": torch.bool}
+        return {t.name: torch.ones(t.shape, dtype=dtypes[t.dtype.value]) for t in declared}
+    if stream is not None:
+        for batch in stream():
+            return {k: v[:2] for k, v in to_tensors(batch.inputs).items()}
+    raise BadInput(
+        "structured pruning traces the network and needs example inputs; declare "
+        "spec.model.inputs or add spec.data.training",
+        field="spec.model.inputs",
+    )
+
+
+def write_back(module: torch.nn.Module, model: Model, ctx: StepContext) -> Model:
+    """The changed module as the step's output: Hugging Face models are also saved as a
+    directory (config with the new sizes, safetensors, tokenizer) so they load anywhere."""
+    if not is_huggingface(module):
+        return model.with_(module=module)
+    target = ctx.workdir / "model"
+    module.save_pretrained(str(target), safe_serialization=True)  # type: ignore[operator]
+    source = model.assets or (model.path if model.path.is_dir() else None)
+    if source is not None:
+        for name in _HF_ASSETS:
+            if (source / name).is_dir():
+                shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+            elif (source / name).exists():
+                shutil.copy2(source / name, target / name)
+    return model.with_(path=target, format=ModelFormat.huggingface, module=module, assets=target)

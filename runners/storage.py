@@ -1,0 +1,199 @@
+"""One way to read and write models, data and artifacts, whatever the URI scheme.
+
+Schemes: plain paths and file:// (local), pvc://claim/path (a claim the operator mounted under
+KONDENSE_PVC_ROOT, default /mnt/pvc), s3://bucket/key (s3fs; endpoint from AWS_ENDPOINT_URL or
+KONDENSE_S3_ENDPOINT), https:// (read only). Everything goes through fsspec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from kondense.runners.errors import BadInput
+from kondense.runners.report import Artifact
+
+REPORT_NAME = "report.json"
+DEFAULT_PVC_ROOT = "/mnt/pvc"
+_REMOTE_SCHEMES = {"s3", "https", "http"}
+_CHUNK = 1 << 20
+
+
+def scheme(uri: str) -> str:
+    """file, pvc, s3 or https; plain paths are file."""
+    parsed = urlparse(uri)
+    if not parsed.scheme or len(parsed.scheme) == 1:  # len 1: a Windows drive letter
+        return "file"
+    return parsed.scheme.lower()
+
+
+def is_local(uri: str) -> bool:
+    """True for plain paths, file:// and pvc:// (all are files on this machine)."""
+    kind = scheme(uri)
+    if kind not in {"file", "pvc", *_REMOTE_SCHEMES}:
+        raise BadInput(
+            f"{uri}: unsupported URI scheme {kind}://; use a path, file://, pvc://, s3:// or https://"
+        )
+    return kind in {"file", "pvc"}
+
+
+def resolve(uri: str, base_dir: Path | None) -> str:
+    """`uri` with a relative local path made absolute against `base_dir` (the manifest's folder)."""
+    if scheme(uri) != "file" or base_dir is None:
+        return uri
+    path = Path(urlparse(uri).path if uri.startswith("file://") else uri).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def local_path(uri: str) -> Path:
+    """The local file for a path, file:// or pvc:// URI (pvc://claim/p: under KONDENSE_PVC_ROOT)."""
+    kind = scheme(uri)
+    if kind == "file":
+        return Path(urlparse(uri).path if uri.startswith("file://") else uri).expanduser()
+    if kind == "pvc":
+        parsed = urlparse(uri)
+        if not parsed.netloc:
+            raise BadInput(f"{uri}: a pvc:// URI names the claim first: pvc://CLAIM/path")
+        root = Path(os.environ.get("KONDENSE_PVC_ROOT", DEFAULT_PVC_ROOT))
+        relative = Path(parsed.netloc) / parsed.path.lstrip("/")
+        if ".." in relative.parts:
+            raise BadInput(f"{uri}: '..' may not leave the claim")
+        return root / relative
+    raise ValueError(f"{uri} is not local")
+
+
+def filesystem(uri: str) -> tuple[Any, str]:
+    """The fsspec filesystem for a remote URI and the path within it."""
+    import fsspec
+
+    kind = scheme(uri)
+    if kind == "s3":
+        endpoint = os.environ.get("KONDENSE_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+        options: dict[str, Any] = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+        fs = fsspec.filesystem("s3", **options)
+        return fs, uri.split("://", 1)[1].rstrip("/")
+    if kind in {"https", "http"}:
+        return fsspec.filesystem(kind), uri
+    raise ValueError(f"{uri} is not remote")
+
+
+def fetch(uri: str, dest: Path) -> Path:
+    """Make the file or directory at `uri` available locally and return its path.
+
+    Local paths (and pvc://) are returned as they are — nothing is copied. Remote ones are
+    downloaded into `dest` (a directory, created if needed) under their own base name.
+    Raises BadInput when nothing is there.
+    """
+    if is_local(uri):
+        path = local_path(uri)
+        if not path.exists():
+            raise BadInput(f"{uri}: no such file or directory")
+        return path
+    fs, remote = filesystem(uri)
+    try:
+        exists = fs.exists(remote)
+    except Exception as error:
+        raise BadInput(f"{uri}: cannot be read ({type(error).__name__}: {error})") from error
+    if not exists:
+        raise BadInput(f"{uri}: no such object")
+    name = Path(urlparse(uri).path).name or "download"
+    target = dest / name
+    dest.mkdir(parents=True, exist_ok=True)
+    if fs.isdir(remote):
+        fs.get(remote.rstrip("/") + "/", str(target), recursive=True)
+    else:
+        fs.get(remote, str(target))
+    return target
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def join(uri: str, name: str) -> str:
+    """`uri`/`name`, for plain paths and URIs alike."""
+    return uri.rstrip("/") + "/" + name
+
+
+def describe(local_dir: Path, uri: str) -> list[Artifact]:
+    """Artifacts for every file under `local_dir` as they will be named once published to `uri`.
+
+    report.json is left out: it lists the others and cannot hold its own hash.
+    """
+    artifacts = []
+    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        name = path.relative_to(local_dir).as_posix()
+        if name == REPORT_NAME:
+            continue
+        artifacts.append(
+            Artifact(
+                name=name, uri=join(uri, name), sha256=sha256_of(path), bytes=path.stat().st_size
+            )
+        )
+    return artifacts
+
+
+def publish(local_dir: Path, uri: str) -> list[Artifact]:
+    """Copy every file of `local_dir` to `uri` and return what was published (report.json too).
+
+    A reader never sees a half-written output that looks complete: locally the files are
+    staged beside the destination and moved into place in one rename; on S3 any old
+    report.json is removed first and the new one is uploaded last, so its presence means
+    everything it lists is there.
+    """
+    kind = scheme(uri)
+    if kind in {"https", "http"}:
+        raise BadInput(f"{uri}: https:// is read only; write the output to a path, pvc:// or s3://")
+    artifacts = describe(local_dir, uri)
+    report = local_dir / REPORT_NAME
+    if report.is_file():
+        artifacts.append(
+            Artifact(
+                name=REPORT_NAME,
+                uri=join(uri, REPORT_NAME),
+                sha256=sha256_of(report),
+                bytes=report.stat().st_size,
+            )
+        )
+    if is_local(uri):
+        _publish_local(local_dir, local_path(uri))
+    else:
+        _publish_remote(local_dir, uri, artifacts)
+    return artifacts
+
+
+def _publish_local(local_dir: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(local_dir, staging)
+    if target.exists():
+        # Retire the old output first: it may be a previous run's, and the rename below
+        # cannot replace a non-empty directory.
+        retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(target)
+
+
+def _publish_remote(local_dir: Path, uri: str, artifacts: list[Artifact]) -> None:
+    fs, remote = filesystem(uri)
+    old_report = f"{remote}/{REPORT_NAME}"
+    if fs.exists(old_report):
+        fs.rm(old_report)
+    for artifact in artifacts:
+        if artifact.name == REPORT_NAME:
+            continue
+        fs.put(str(local_dir / artifact.name), f"{remote}/{artifact.name}")
+    if (local_dir / REPORT_NAME).is_file():
+        fs.put(str(local_dir / REPORT_NAME), old_report)

@@ -1,0 +1,135 @@
+"""Storage: one abstraction for paths, file://, pvc:// and s3:// (a real S3-compatible server)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kondense.runners import storage
+from kondense.runners.errors import BadInput
+
+
+def make_output(folder: Path, report: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(b"\x08\x07model-bytes")
+    (folder / "tokenizer.json").write_text("{}")
+    if report:
+        (folder / "report.json").write_text(json.dumps({"accepted": True}))
+    return folder
+
+
+def test_relative_paths_resolve_against_the_manifest_folder(tmp_path: Path) -> None:
+    assert storage.resolve("models/minilm", tmp_path) == str(tmp_path / "models/minilm")
+    assert storage.resolve("/abs/model.onnx", tmp_path) == "/abs/model.onnx"
+    assert storage.resolve("s3://bucket/m.onnx", tmp_path) == "s3://bucket/m.onnx"
+
+
+def test_local_publish_then_fetch_round_trip_with_matching_hashes(tmp_path: Path) -> None:
+    source = make_output(tmp_path / "staged")
+    target = tmp_path / "out" / "job"
+    artifacts = storage.publish(source, f"file://{target}")
+    assert [a.name for a in artifacts] == ["model.onnx", "tokenizer.json", "report.json"]
+    for artifact in artifacts:
+        published = target / artifact.name
+        assert storage.sha256_of(published) == artifact.sha256
+        assert published.stat().st_size == artifact.bytes
+    assert (
+        storage.fetch(str(target / "model.onnx"), tmp_path / "dl").read_bytes().endswith(b"bytes")
+    )
+
+
+def test_republishing_replaces_the_previous_output_whole(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    storage.publish(make_output(tmp_path / "first"), str(target))
+    (target / "stale.txt").write_text("from an older run")
+    second = make_output(tmp_path / "second")
+    (second / "model.onnx").write_bytes(b"new")
+    storage.publish(second, str(target))
+    assert not (target / "stale.txt").exists()
+    assert (target / "model.onnx").read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_pvc_uri_maps_under_the_claim_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KONDENSE_PVC_ROOT", str(tmp_path / "mnt"))
+    storage.publish(make_output(tmp_path / "staged"), "pvc://models/results/run1")
+    assert (tmp_path / "mnt/models/results/run1/report.json").is_file()
+    fetched = storage.fetch("pvc://models/results/run1", tmp_path / "dl")
+    assert fetched == tmp_path / "mnt/models/results/run1"
+
+
+def test_pvc_uri_may_not_climb_out_of_the_claim(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="claim"):
+        storage.local_path("pvc://models/../../etc/passwd")
+
+
+def test_missing_local_model_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="no such file"):
+        storage.fetch(str(tmp_path / "absent.onnx"), tmp_path)
+
+
+def test_https_is_read_only(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="read only"):
+        storage.publish(make_output(tmp_path / "o"), "https://example.com/out")
+
+
+def test_unknown_scheme_is_refused() -> None:
+    with pytest.raises(BadInput, match="ftp://"):
+        storage.is_local("ftp://host/model.onnx")
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto) on 127.0.0.1 with a bucket `kondense`."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials).create_bucket(
+        Bucket="kondense"
+    )
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    import fsspec
+
+    monkeypatch.setenv("KONDENSE_S3_ENDPOINT", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    fsspec.filesystem("s3").clear_instance_cache()
+    return s3_endpoint
+
+
+def test_s3_publish_and_fetch_round_trip(s3_env: str, tmp_path: Path) -> None:
+    source = make_output(tmp_path / "staged")
+    artifacts = storage.publish(source, "s3://kondense/jobs/one")
+    assert artifacts[-1].uri == "s3://kondense/jobs/one/report.json"
+    fetched = storage.fetch("s3://kondense/jobs/one", tmp_path / "dl")
+    for artifact in artifacts:
+        assert storage.sha256_of(fetched / artifact.name) == artifact.sha256
+    single = storage.fetch("s3://kondense/jobs/one/model.onnx", tmp_path / "single")
+    assert single.read_bytes() == (source / "model.onnx").read_bytes()
+
+
+def test_s3_republish_without_report_leaves_no_stale_report(s3_env: str, tmp_path: Path) -> None:
+    storage.publish(make_output(tmp_path / "first"), "s3://kondense/jobs/two")
+    storage.publish(make_output(tmp_path / "second", report=False), "s3://kondense/jobs/two")
+    fs, _ = storage.filesystem("s3://kondense/jobs/two")
+    fs.invalidate_cache()
+    assert not fs.exists("kondense/jobs/two/report.json")
+
+
+def test_missing_s3_object_is_bad_input(s3_env: str, tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="no such object"):
+        storage.fetch("s3://kondense/absent/model.onnx", tmp_path)

@@ -1,0 +1,19 @@
+# The Helm chart: Helm built from its Go module (tests/chart/go), lint, CRD sync.
+# Included by the root Makefile.
+
+HELM_BUILD := tests/chart/go/build.sh
+CHART      := charts/kondense
+
+.PHONY: helm chart-lint chart-sync-crd chart-test
+
+helm:  ## build (once) the pinned Helm from its Go module and print its path
+	@$(HELM_BUILD)
+
+chart-sync-crd:  ## copy crds/compressionjob.yaml into the chart (Helm installs crds/ on install only)
+	cp crds/compressionjob.yaml $(CHART)/crds/compressionjob.yaml
+
+chart-lint:  ## helm lint --strict the chart with its default values
+	"$$($(HELM_BUILD))" lint --strict $(CHART)
+
+chart-test: $(STAMP)  ## the chart's tests (lint, schema, images; install/upgrade on the local control plane)
+	$(VENV)/bin/pytest tests/chart

@@ -1,0 +1,28 @@
+# syntax=docker/dockerfile:1
+# The kondense operator: kopf + the Kubernetes client, no torch and no onnxruntime.
+# Build from the repository root:  docker build -f images/operator.Dockerfile -t kondense-operator .
+#
+# Base pinned by exact tag. Pin its digest too when you build in a registry-connected place:
+#   docker buildx imagetools inspect python:3.12.8-slim-bookworm  ->  FROM python:...@sha256:<digest>
+ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/kondense
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+COPY runners/ runners/
+# The operator extra only: the spec models come from runners/ but torch/onnxruntime do not.
+RUN /opt/kondense/bin/pip install ".[operator]"
+
+FROM ${PYTHON_IMAGE}
+COPY --from=build /opt/kondense /opt/kondense
+ENV PATH=/opt/kondense/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# A numeric non-root user, so `runAsNonRoot: true` can verify it without a passwd lookup.
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp kondense
+USER 10001:10001
+EXPOSE 8080 8081
+ENTRYPOINT ["kondense-operator"]

@@ -1,0 +1,101 @@
+"""Metrics: cosine, top-1 accuracy, agreement, and evaluating two real ONNX models side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures.models import build_tiny_onnx
+
+from kondense.runners.data import Batch, onnx_input_signatures, synthetic_batches
+from kondense.runners.errors import BadInput
+from kondense.runners.evaluate import (
+    agreement,
+    evaluate_pair,
+    mean_cosine,
+    mean_pool,
+    metric_name,
+    top1_accuracy,
+)
+from kondense.runners.inference import Device, pick_device
+from kondense.runners.spec import Metric, Task
+
+CPU = Device("cpu", "CPUExecutionProvider")
+
+
+def test_cosine_of_identical_rows_is_one_and_of_opposite_rows_minus_one() -> None:
+    a = np.array([[1.0, 2.0], [0.5, -1.0]])
+    assert mean_cosine(a, a) == pytest.approx(1.0)
+    assert mean_cosine(a, -a) == pytest.approx(-1.0)
+    assert mean_cosine(a, np.array([[2.0, -1.0], [2.0, 1.0]])) == pytest.approx(0.0)
+
+
+def test_top1_accuracy_counts_rows_whose_best_class_is_the_label() -> None:
+    logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    assert top1_accuracy(logits, np.array([1, 0, 0, 1])) == 0.5
+
+
+def test_agreement_compares_argmax_of_two_models() -> None:
+    a = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    b = np.array([[0.2, 0.8], [0.1, 0.9], [0.4, 0.6]])
+    assert agreement(a, b) == pytest.approx(2 / 3)
+
+
+def test_mean_pool_ignores_padding_tokens() -> None:
+    hidden = np.array([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0]]])
+    pooled = mean_pool(hidden, np.array([[1, 1, 0]]))
+    np.testing.assert_allclose(pooled, [[2.0, 2.0]])
+
+
+def test_auto_metric_follows_the_task_and_the_labels() -> None:
+    assert metric_name(Metric.auto, Task.text_embedding, has_labels=False) == "cosine"
+    assert metric_name(Metric.auto, Task.image_classification, has_labels=True) == "accuracy"
+    assert metric_name(Metric.auto, Task.text_classification, has_labels=False) == "agreement"
+    assert metric_name(Metric.auto, Task.generic, has_labels=False) == "agreement"
+
+
+def test_accuracy_without_labels_is_refused_naming_the_field() -> None:
+    with pytest.raises(BadInput, match=r"spec\.evaluation\.metric"):
+        metric_name(Metric.accuracy, Task.generic, has_labels=False)
+
+
+def test_a_model_agrees_fully_with_itself_and_less_with_a_different_one(tmp_path: Path) -> None:
+    same = build_tiny_onnx(tmp_path / "a.onnx", seed=0)
+    other = build_tiny_onnx(tmp_path / "b.onnx", seed=1)
+    batches = list(
+        synthetic_batches(onnx_input_signatures(same), batches=4, batch_size=16, sequence_length=1)
+    )
+    kwargs = {"task": Task.generic, "metric": Metric.auto, "threads": 1, "device": CPU}
+    itself = evaluate_pair(same, same, batches, **kwargs)  # type: ignore[arg-type]
+    assert (itself.metric_name, itself.baseline, itself.compressed) == ("agreement", 1.0, 1.0)
+    differs = evaluate_pair(same, other, batches, **kwargs)  # type: ignore[arg-type]
+    assert differs.compressed < 0.9 and differs.samples == 64
+    cosine = evaluate_pair(same, other, batches, **{**kwargs, "metric": Metric.cosine})  # type: ignore[arg-type]
+    assert cosine.metric_name == "cosine" and cosine.compressed < 0.99
+
+
+def test_labelled_data_scores_both_models_by_accuracy(tmp_path: Path) -> None:
+    model = build_tiny_onnx(tmp_path / "a.onnx")
+    (batch,) = synthetic_batches(
+        onnx_input_signatures(model), batches=1, batch_size=32, sequence_length=1
+    )
+    import onnxruntime as ort
+
+    predicted = ort.InferenceSession(str(model)).run(None, batch.inputs)[0].argmax(axis=1)
+    labels = predicted.copy()
+    labels[:8] = (labels[:8] + 1) % 4  # a quarter wrong
+    labelled = Batch(inputs=batch.inputs, labels=labels)
+    result = evaluate_pair(
+        model, model, [labelled], task=Task.generic, metric=Metric.auto, threads=1, device=CPU
+    )
+    assert result.metric_name == "accuracy"
+    assert result.baseline == result.compressed == pytest.approx(0.75)
+
+
+def test_cpu_is_picked_when_no_cuda_provider_is_available() -> None:
+    import onnxruntime as ort
+
+    device = pick_device()
+    expected = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+    assert device.name == expected

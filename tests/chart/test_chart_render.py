@@ -1,0 +1,122 @@
+"""The chart lints strictly and renders what platform teams expect, for every values combination."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fixtures.helm import CHART, by_kind, helm, render, values_args
+
+COMBINATIONS = {
+    "defaults": [],
+    "namespaced-rbac": ["namespaced"],
+    "servicemonitor": ["servicemonitor"],
+    "custom-pools": ["custom-pools"],
+    "all-together": ["namespaced", "servicemonitor", "custom-pools"],
+}
+
+
+@pytest.mark.parametrize("files", COMBINATIONS.values(), ids=COMBINATIONS.keys())
+def test_chart_lints_strictly(helm_bin: Path, files: list[str]) -> None:
+    done = helm(helm_bin, "lint", "--strict", str(CHART), *values_args(*files))
+    assert "0 chart(s) failed" in done.stdout
+
+
+def _operator(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (deploy,) = by_kind(objects, "Deployment")
+    return deploy
+
+
+def test_operator_runs_one_replica_recreated_with_probes(helm_bin: Path) -> None:
+    deploy = _operator(render(helm_bin))
+    spec = deploy["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    (container,) = spec["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "health"
+    assert ports["metrics"] == 8080
+    assert container["resources"]["limits"]["memory"]
+
+
+def test_operator_pod_meets_restricted_pod_security(helm_bin: Path) -> None:
+    pod = _operator(render(helm_bin))["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert "hostNetwork" not in pod and "hostPath" not in str(pod["volumes"])
+
+
+def test_default_rbac_is_cluster_wide_and_operator_watches_all_namespaces(helm_bin: Path) -> None:
+    objects = render(helm_bin)
+    assert [o["metadata"]["name"] for o in by_kind(objects, "ClusterRole")] == ["kd-kondense"]
+    assert not by_kind(objects, "Role")
+    (container,) = _operator(objects)["spec"]["template"]["spec"]["containers"]
+    assert "--all-namespaces" in container["args"]
+    assert not [a for a in container["args"] if a.startswith("--namespace")]
+
+
+def test_namespaced_rbac_grants_only_watched_namespaces_and_operator_watches_only_them(
+    helm_bin: Path,
+) -> None:
+    objects = render(helm_bin, *values_args("namespaced"))
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    roles = {o["metadata"]["namespace"] for o in by_kind(objects, "Role")}
+    bindings = {o["metadata"]["namespace"] for o in by_kind(objects, "RoleBinding")}
+    assert roles == bindings == {"team-a", "team-b"}
+    (container,) = _operator(objects)["spec"]["template"]["spec"]["containers"]
+    assert "--namespace=team-a" in container["args"] and "--namespace=team-b" in container["args"]
+    assert "--all-namespaces" not in container["args"]
+
+
+@pytest.mark.parametrize("files", [[], ["namespaced"]], ids=["cluster", "namespaced"])
+def test_rbac_grants_no_secrets_and_no_rbac_changes(helm_bin: Path, files: list[str]) -> None:
+    objects = render(helm_bin, *values_args(*files))
+    rules = [
+        r for o in by_kind(objects, "ClusterRole") + by_kind(objects, "Role") for r in o["rules"]
+    ]
+    granted = {(g, res) for r in rules for g in r["apiGroups"] for res in r["resources"]}
+    assert ("kondense.dev", "compressionjobs/status") in granted
+    assert ("", "events") in granted
+    assert ("batch", "jobs") in granted
+    assert not [r for r in rules if "secrets" in r["resources"]]
+    assert not [r for r in rules if "rbac.authorization.k8s.io" in r["apiGroups"]]
+    assert not [r for r in rules if "*" in r["verbs"] or "*" in r["resources"]]
+
+
+def test_servicemonitor_is_off_by_default_and_scrapes_the_metrics_service(helm_bin: Path) -> None:
+    assert not by_kind(render(helm_bin), "ServiceMonitor")
+    objects = render(helm_bin, *values_args("servicemonitor"))
+    (monitor,) = by_kind(objects, "ServiceMonitor")
+    (service,) = by_kind(objects, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+
+
+def test_pool_values_reach_the_operator_config(helm_bin: Path) -> None:
+    objects = render(helm_bin, *values_args("custom-pools"))
+    (config_map,) = by_kind(objects, "ConfigMap")
+    pools = yaml.safe_load(config_map["data"]["config.yaml"])["pools"]
+    assert set(pools) == {"cpu", "gpu", "arm"}
+    assert pools["gpu"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert pools["gpu"]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pools["cpu"]["tolerations"][0]["value"] == "compression"
+    assert pools["arm"]["image"].endswith("-arm64")
+
+
+def test_pool_change_rolls_the_operator(helm_bin: Path) -> None:
+    before = _operator(render(helm_bin))["spec"]["template"]["metadata"]["annotations"]
+    after = _operator(render(helm_bin, *values_args("custom-pools")))["spec"]["template"][
+        "metadata"
+    ]["annotations"]
+    assert before["checksum/config"] != after["checksum/config"]

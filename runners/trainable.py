@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,8 @@ from kondense.runners.training import BatchStream, TrainingBatch
 
 if TYPE_CHECKING:
     import torch
+
+    from kondense.runners.data import Batch
 
 # Files a Hugging Face directory carries besides the weights; kept with a changed model so the
 # result still tokenizes and loads like the original.
@@ -92,9 +94,9 @@ def input_names(module: torch.nn.Module, tokenizer: Path | None) -> list[str]:
     """The names a batch must carry: the tokenizer's model inputs for text models, the
     forward signature's named arguments otherwise."""
     if tokenizer is not None:
-        import transformers
+        from kondense.runners.data import load_tokenizer
 
-        names = transformers.AutoTokenizer.from_pretrained(str(tokenizer)).model_input_names
+        names = load_tokenizer(tokenizer).model_input_names
         return [n for n in names if n in _forward_parameters(module)] or list(names)
     return _forward_parameters(module)
 
@@ -129,16 +131,34 @@ def data_stream(
     tokenizer = tokenizer_dir(model)
     names = input_names(module, tokenizer)
 
-    def stream() -> Iterable[TrainingBatch]:
-        return iter_batches(
+    def stream() -> Iterator[TrainingBatch]:
+        batches = iter_batches(
             source,
             input_names=names,
             tokenizer_dir=tokenizer,
             batch_size=batch_size,
             sequence_length=seq_len,
         )
+        return (trim_padding(batch) for batch in batches)
 
     return stream
+
+
+def trim_padding(batch: Batch) -> Batch:
+    """Drop the padding columns no sample in the batch uses: text is padded to the full
+    sequence length, and attention masks them anyway, so training on them only costs time."""
+    from kondense.runners.data import Batch
+
+    mask = batch.inputs.get("attention_mask")
+    if mask is None or mask.ndim != 2:
+        return batch
+    columns = np.flatnonzero(np.any(mask, axis=0))
+    used = int(columns[-1]) + 1 if columns.size else 1
+    inputs = {
+        name: array[:, :used] if array.ndim == 2 and array.shape == mask.shape else array
+        for name, array in batch.inputs.items()
+    }
+    return Batch(inputs=inputs, labels=batch.labels)
 
 
 def require_labels(batch: TrainingBatch, *, why: str) -> np.ndarray:

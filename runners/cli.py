@@ -258,9 +258,10 @@ def _write_termination_log(path: str, outcome: Outcome) -> None:
 def _summary(results: Results | None) -> str:
     if results is None:
         return "done"
+    speed = _faster(results.baseline.latency_ms_p50, results.compressed.latency_ms_p50)
     return (
-        f"{results.size_ratio:.2f}x smaller, {results.speedup:.2f}x faster, "
-        f"{results.metric_name} drop {results.metric_drop:.4f}"
+        f"{_smaller(results.baseline.bytes, results.compressed.bytes)}, {speed}, "
+        f"{results.metric_name} drop {results.metric_drop:.6f}"
     )
 
 

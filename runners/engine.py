@@ -379,7 +379,8 @@ def model_files(path: Path) -> list[Path]:
 def _weight_stats(path: Path) -> tuple[int, float]:
     """Parameter count and fraction of zero weights, from the graph's initializers.
 
-    Quantization scales and zero points are bookkeeping, not parameters; they are left out.
+    Quantization scales and zero points are bookkeeping, not parameters; they are left out,
+    as are integer shape constants.
     """
     import onnx
     from onnx import numpy_helper
@@ -390,7 +391,8 @@ def _weight_stats(path: Path) -> tuple[int, float]:
         if tensor.name.endswith(("_scale", "_zero_point")):
             continue
         array = numpy_helper.to_array(tensor)
-        if array.dtype.kind not in "fiu" or array.ndim == 0:
+        # Weights are float or (quantized) 8-bit; int64/int32 initializers are shapes and indices.
+        if not (array.dtype.kind == "f" or array.dtype.itemsize == 1) or array.ndim == 0:
             continue
         parameters += array.size
         if array.ndim >= 2:

@@ -12,6 +12,7 @@ ports picked at start-up and recorded in .cluster/state.json. The admin kubeconf
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -195,8 +196,10 @@ def wait_for(what: str, ok, deadline: float, state: dict) -> None:
         for name, proc in STARTED.items():
             if proc.poll() is not None:
                 tail = (STATE_DIR / "logs" / f"{name}.log").read_text()[-3000:]
+                stop_processes(state)
                 sys.exit(f"error: {name} exited while waiting for {what}:\n{tail}")
         time.sleep(0.2)
+    stop_processes(state)
     sys.exit(f"error: timed out waiting for {what}; logs in {STATE_DIR / 'logs'}")
 
 
@@ -225,9 +228,30 @@ def nodes_ready(state: dict) -> bool:
     return set(state["nodes"]) <= ready
 
 
+LOCK: list[int] = []
+
+
+def repo_lock() -> None:
+    """Serialise up/down of this checkout's cluster (two test sessions starting at once)."""
+    if not LOCK:
+        LOCK.append(os.open(REPO, os.O_RDONLY))
+        fcntl.flock(LOCK[0], fcntl.LOCK_EX)
+
+
+def healthy_within(state: dict | None, seconds: float) -> bool:
+    """Health, re-checked for a while: a busy machine must not get its cluster replaced."""
+    deadline = time.monotonic() + seconds
+    while not healthy(state):
+        if state is None or time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
 def up() -> None:
+    repo_lock()
     state = load_state()
-    if healthy(state):
+    if healthy_within(state, 15):
         print(f"cluster already up and healthy; kubeconfig: {KUBECONFIG}")
         return
     if state is not None:
@@ -362,20 +386,25 @@ def up() -> None:
     print(f"  export KUBECONFIG={KUBECONFIG}; export PATH={STATE_DIR / 'bin'}:$PATH")
 
 
+def stop_processes(state: dict) -> None:
+    for name in COMPONENTS:
+        pid = state["pids"].get(name)
+        marker = "node_agent.py" if name == "node-agent" else name
+        if not pid or not pid_alive(pid, marker):
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + (20 if name == "node-agent" else 10)
+        while pid_alive(pid, marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid, marker):
+            os.kill(pid, signal.SIGKILL)
+
+
 def down(quiet: bool = False) -> None:
+    repo_lock()
     state = load_state()
     if state is not None:
-        for name in COMPONENTS:
-            pid = state["pids"].get(name)
-            marker = "node_agent.py" if name == "node-agent" else name
-            if not pid or not pid_alive(pid, marker):
-                continue
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + (20 if name == "node-agent" else 10)
-            while pid_alive(pid, marker) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if pid_alive(pid, marker):
-                os.kill(pid, signal.SIGKILL)
+        stop_processes(state)
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     if not quiet:
         print("cluster down")

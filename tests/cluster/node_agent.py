@@ -19,7 +19,9 @@ Pods. Every pod the scheduler binds to one of these nodes runs on this machine:
   127.0.0.1), so in-cluster clients work. Pods share the host network; podIP is 127.0.0.1.
 - Volumes emptyDir, configMap, secret, downwardAPI, projected (serviceAccountToken through
   the TokenRequest API, bound to the pod; configMap; secret; downwardAPI), hostPath and
-  persistentVolumeClaim (a PV with hostPath or local path) are materialised under
+  persistentVolumeClaim (a PV with hostPath or local path; claims of the default
+  StorageClass `standard` are provisioned by the agent as directories under
+  .cluster/volumes/ and removed with the claim) are materialised under
   .cluster/pods/<uid>/ and bind-mounted at their mountPath (subPath, readOnly honoured) in a
   private mount namespace per container (see pod_launch.py): the host file system is not
   changed, except that a mountPath that does not exist on the host is created as an empty
@@ -64,6 +66,8 @@ LAUNCHER = HERE / "pod_launch.py"
 LEASE_SECONDS = 40
 HEARTBEAT_S = 10
 KUBELET_VERSION = "v1.34.4"
+STORAGE_CLASS = "standard"  # the default class; its claims get a directory under .cluster/
+PROVISIONER = "kondense.dev/local-dir"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Host variables a container inherits: locale, and caches/offline switches the tests rely on.
 INHERITED_ENV = re.compile(r"^(LANG|LC_\w+|TZ|HOME|HF_\w+|TRANSFORMERS_\w+|TORCH_\w+|XDG_\w+)$")
@@ -369,7 +373,7 @@ class PodWorker(threading.Thread):
                     "node agent cannot know the image's entrypoint"
                 )
             mounts = self.container_mounts(c.spec, volumes, term_log)
-        except (ValueError, KeyError, ApiError) as exc:
+        except Exception as exc:  # a config the agent cannot honour fails this container only
             c.state = {
                 "terminated": {
                     "exitCode": 128,
@@ -391,6 +395,7 @@ class PodWorker(threading.Thread):
                     "env": env,
                     "workingDir": c.spec.get("workingDir") or str(work),
                     "mounts": mounts,
+                    "preserve": [str(REPO)],
                 }
             )
         )
@@ -534,7 +539,7 @@ class PodWorker(threading.Thread):
         value = resources.get(kind, {}).get(resource) or self.agent.allocatable(
             self.pod["spec"]["nodeName"], resource
         )
-        divisor = parse_quantity(ref.get("divisor", "1"))
+        divisor = parse_quantity(ref.get("divisor") or "1") or 1.0  # the API defaults it to 0
         return str(math.ceil(parse_quantity(value) / divisor))
 
     def config_map_data(self, name: str, optional: bool = False) -> dict[str, bytes]:
@@ -875,6 +880,78 @@ class NodeAgent:
             beats += 1
             self.stopped.wait(HEARTBEAT_S)
 
+    # --- volumes ---------------------------------------------------------------------------
+
+    def ensure_storage_class(self) -> None:
+        body = {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+        }
+        try:
+            self.api.request("POST", "/apis/storage.k8s.io/v1/storageclasses", body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+
+    def provision(self) -> None:
+        """Back claims of the default class with directories under .cluster/volumes/."""
+        while not self.stopped.is_set():
+            try:
+                self.reconcile_volumes()
+            except (ApiError, OSError, KeyError) as exc:
+                log.warning("provisioner: %s", exc)
+            self.stopped.wait(1)
+
+    def reconcile_volumes(self) -> None:
+        claims = self.api.get("/api/v1/persistentvolumeclaims")["items"]
+        volumes = self.api.get("/api/v1/persistentvolumes")["items"]
+        existing = {v["metadata"]["name"] for v in volumes}
+        for pvc in claims:
+            meta, spec = pvc["metadata"], pvc["spec"]
+            wanted = meta.get("annotations", {}).get("volume.kubernetes.io/storage-provisioner")
+            name = f"pvc-{meta['uid']}"
+            if wanted != PROVISIONER or spec.get("volumeName") or name in existing:
+                continue
+            path = self.state_dir / "volumes" / f"{meta['namespace']}-{meta['name']}-{name[4:12]}"
+            path.mkdir(parents=True, exist_ok=True)
+            pv = {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {
+                    "name": name,
+                    "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+                },
+                "spec": {
+                    "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+                    "accessModes": spec.get("accessModes", ["ReadWriteOnce"]),
+                    "persistentVolumeReclaimPolicy": "Delete",
+                    "storageClassName": spec.get("storageClassName", STORAGE_CLASS),
+                    "volumeMode": spec.get("volumeMode", "Filesystem"),
+                    "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
+                    "claimRef": {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "namespace": meta["namespace"],
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                    },
+                },
+            }
+            self.api.request("POST", "/api/v1/persistentvolumes", pv)
+            log.info("provisioned %s for %s/%s at %s", name, meta["namespace"], meta["name"], path)
+        for pv in volumes:
+            mine = pv["metadata"].get("annotations", {}).get("pv.kubernetes.io/provisioned-by")
+            if mine == PROVISIONER and pv.get("status", {}).get("phase") == "Released":
+                shutil.rmtree(pv["spec"]["hostPath"]["path"], ignore_errors=True)
+                self.api.request("DELETE", f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
+
     # --- pods ------------------------------------------------------------------------------
 
     def forget(self, uid: str) -> None:
@@ -949,7 +1026,9 @@ class NodeAgent:
         for node in self.nodes.values():
             self.register(node)
             self.renew_lease(node["name"])
+        self.ensure_storage_class()
         threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self.provision, name="provisioner", daemon=True).start()
         self.watch_pods()
 
 

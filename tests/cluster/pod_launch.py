@@ -3,10 +3,12 @@
     python pod_launch.py SPEC.json
 
 SPEC: {"argv": [...], "env": {...}, "workingDir": str, "mounts": [{"source", "target",
-"readOnly"}]}. The process gets its own mount namespace (unshare(CLONE_NEWNS), propagation
-private), so the bind mounts of its volumes are seen by it and its children only and vanish
-when it exits; the host's file system is left as it was. Every mount target must already
-exist (the agent creates missing ones and removes them afterwards). Standard library only.
+"readOnly"}], "preserve": [paths]}. The process gets its own mount namespace
+(unshare(CLONE_NEWNS), propagation private), so the bind mounts of its volumes are seen by
+it and its children only and vanish when it exits; the host's file system is left as it
+was. Mount targets missing on the host are created by the agent beforehand (and removed
+afterwards). `preserve` paths (the repository) stay visible even when a volume is mounted
+over one of their ancestors (mountPath /work). Standard library only.
 """
 
 from __future__ import annotations
@@ -44,8 +46,29 @@ def main() -> None:
     if spec["mounts"]:
         check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
         mount(None, "/", MS_REC | MS_PRIVATE)
+        # A volume mounted over an ancestor of the repo (mountPath /work) would hide the
+        # project's environment; keep a handle on it to bind it back on top.
+        keep = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in spec.get("preserve", [])}
+        # Sources are opened first, as an earlier mount may hide them (they live in the repo);
+        # parents are mounted before children, like the kubelet does.
+        mounts = sorted(spec["mounts"], key=lambda m: m["target"].rstrip("/").count("/"))
+        sources = [os.open(m["source"], os.O_PATH) for m in mounts]
+        for m, fd in zip(mounts, sources, strict=True):
+            if not os.path.lexists(m["target"]):  # inside a volume mounted just before
+                if os.path.isdir(f"/proc/self/fd/{fd}"):
+                    os.makedirs(m["target"])
+                else:
+                    os.makedirs(os.path.dirname(m["target"]), exist_ok=True)
+                    open(m["target"], "a").close()
+            mount(f"/proc/self/fd/{fd}", m["target"], MS_BIND | MS_REC)
+            os.close(fd)
+        targets = [m["target"] for m in mounts]
+        for path, fd in keep.items():
+            if any(path == t or path.startswith(t.rstrip("/") + "/") for t in targets):
+                os.makedirs(path, exist_ok=True)
+                mount(f"/proc/self/fd/{fd}", path, MS_BIND | MS_REC)
+            os.close(fd)
         for m in spec["mounts"]:
-            mount(m["source"], m["target"], MS_BIND | MS_REC)
             if m.get("readOnly"):
                 mount(None, m["target"], MS_BIND | MS_REMOUNT | MS_RDONLY)
     os.chdir(spec["workingDir"])

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 pytestmark = pytest.mark.cluster
+
+
+def list_when_allowed(api: client.CoreV1Api, namespace: str, timeout: float = 10):
+    """The authorizer learns of a new RoleBinding through its informer, a moment later;
+    nothing a client can watch says when, so retry briefly."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return api.list_namespaced_pod(namespace)
+        except ApiException as exc:
+            if exc.status != 403 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def test_service_account_needs_a_role_to_list_pods(cluster, namespace):
@@ -42,7 +57,7 @@ def test_service_account_needs_a_role_to_list_pods(cluster, namespace):
             "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
         },
     )
-    assert as_reader.list_namespaced_pod(namespace).items == []
+    assert list_when_allowed(as_reader, namespace).items == []
     with pytest.raises(ApiException) as still_denied:  # the Role grants pods, not secrets
         as_reader.list_namespaced_secret(namespace)
     assert still_denied.value.status == 403

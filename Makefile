@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 -include bench/bench.mk
 -include charts/chart.mk
 
-.PHONY: help venv demo test test-unit lint fmt typecheck crd clean
+.PHONY: help venv demo demo-digits test test-unit lint fmt typecheck crd clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -35,6 +35,12 @@ MINILM_DIR = $(shell $(PY) -c 'import importlib.util, pathlib; print(pathlib.Pat
 examples/models/minilm: $(STAMP)
 	@mkdir -p examples/models
 	ln -sfn "$(MINILM_DIR)" $@
+
+examples/models/digits-cnn.ts: examples/data/make_digits.py $(STAMP)
+	$(PY) examples/data/make_digits.py examples
+
+demo-digits: $(STAMP) examples/models/digits-cnn.ts  ## static INT8 of a small digits CNN (seconds)
+	$(VENV)/bin/kondense run examples/digits-static-int8.yaml --output out/digits-static-int8
 
 demo: $(STAMP) examples/models/minilm  ## compress MiniLM to INT8 locally and print the trade-off table
 	HF_HUB_OFFLINE=1 $(VENV)/bin/kondense run examples/minilm-int8.yaml --output out/minilm-int8

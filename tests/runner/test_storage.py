@@ -133,3 +133,36 @@ def test_s3_republish_without_report_leaves_no_stale_report(s3_env: str, tmp_pat
 def test_missing_s3_object_is_bad_input(s3_env: str, tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="no such object"):
         storage.fetch("s3://kondense/absent/model.onnx", tmp_path)
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A real HTTP server on 127.0.0.1 serving a folder."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_fetch_downloads_the_file(http_root: tuple[Path, str], tmp_path: Path) -> None:
+    root, base = http_root
+    (root / "model.onnx").write_bytes(b"served bytes")
+    fetched = storage.fetch(f"{base}/model.onnx", tmp_path / "dl")
+    assert fetched.read_bytes() == b"served bytes" and fetched.name == "model.onnx"
+
+
+def test_http_fetch_of_a_missing_file_is_bad_input(
+    http_root: tuple[Path, str], tmp_path: Path
+) -> None:
+    _, base = http_root
+    with pytest.raises(BadInput, match=r"absent\.onnx"):
+        storage.fetch(f"{base}/absent.onnx", tmp_path / "dl")

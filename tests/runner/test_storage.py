@@ -81,36 +81,6 @@ def test_unknown_scheme_is_refused() -> None:
         storage.is_local("ftp://host/model.onnx")
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A real S3-compatible server (moto) on 127.0.0.1 with a bucket `kondense`."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials).create_bucket(
-        Bucket="kondense"
-    )
-    yield endpoint
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    import fsspec
-
-    monkeypatch.setenv("KONDENSE_S3_ENDPOINT", s3_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    fsspec.filesystem("s3").clear_instance_cache()
-    return s3_endpoint
-
-
 def test_s3_publish_and_fetch_round_trip(s3_env: str, tmp_path: Path) -> None:
     source = make_output(tmp_path / "staged")
     artifacts = storage.publish(source, "s3://kondense/jobs/one")

@@ -203,6 +203,21 @@ def schema(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
+@app.command()
+def crd(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the CompressionJob CRD generated from the spec (crds/compressionjob.yaml)."""
+    from kondense.operator.crd import render_crd  # the operator area owns the CRD
+
+    text = render_crd()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
 def openapi_schema() -> dict[str, Any]:
     """The spec's JSON schema with every $ref inlined: OpenAPI v3 as CRDs want it."""
     raw = CompressionJobSpec.model_json_schema(by_alias=True, mode="validation")

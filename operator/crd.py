@@ -1,0 +1,287 @@
+"""The CompressionJob CustomResourceDefinition, generated from the spec and result models.
+
+`kondense crd -o crds/compressionjob.yaml` writes it; a test fails when the checked-in file
+drifts. The OpenAPI schema is structural (every $ref inlined, no anyOf), keeps the models'
+descriptions for `kubectl explain`, and carries the cross-field rules of
+`runners/spec.py: cross_field_problems` as CEL so the apiserver refuses them at apply time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from kondense.runners.report import Artifact, Results
+from kondense.runners.spec import API_GROUP, API_VERSION, KIND, CompressionJobSpec
+
+PLURAL = "compressionjobs"
+SINGULAR = "compressionjob"
+# `cj` is also CronJob's short name, which kubectl prefers; `kcj` is unambiguous.
+SHORT_NAMES = ["cj", "kcj"]
+PHASES = ["Pending", "Running", "Succeeded", "Failed"]
+
+# JSON-schema keywords a CRD's structural schema does not accept, or that add only noise.
+_DROPPED_KEYS = {"title", "additionalProperties", "$defs", "examples"}
+
+
+def structural_schema(model_schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema as a structural OpenAPI v3 schema: $refs inlined, optional
+    fields' `anyOf: [X, null]` collapsed to X, exclusive bounds in the OpenAPI 3.0 form."""
+    definitions = model_schema.get("$defs", {})
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, list):
+            return [convert(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = definitions[node["$ref"].rsplit("/", 1)[-1]]
+            merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+            return convert(merged)
+        if "anyOf" in node:
+            branches = [b for b in node["anyOf"] if b.get("type") != "null"]
+            if len(branches) != 1:
+                raise ValueError(f"cannot express a union in a structural schema: {node}")
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            return convert({**branches[0], **rest})
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _DROPPED_KEYS or (key == "default" and value is None):
+                continue
+            if key == "properties":
+                out[key] = {name: convert(sub) for name, sub in value.items()}
+            elif key == "exclusiveMinimum":
+                out["minimum"], out["exclusiveMinimum"] = value, True
+            elif key == "exclusiveMaximum":
+                out["maximum"], out["exclusiveMaximum"] = value, True
+            else:
+                out[key] = convert(value)
+        if "enum" in out and "type" not in out:
+            out["type"] = "string"
+        return out
+
+    result: dict[str, Any] = convert({k: v for k, v in model_schema.items() if k != "$defs"})
+    return result
+
+
+def _rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+_HAS_STATIC = "self.steps.exists(s, has(s.quantize) && s.quantize.mode == 'static')"
+_HAS_FP16 = "self.steps.exists(s, has(s.quantize) && s.quantize.mode == 'fp16')"
+_TIMEOUT = "(has(self.timeoutSeconds) ? self.timeoutSeconds : 3600)"
+_NEEDS_TRAINING = "self.steps.exists(s, has(s.distill) || (has(s.prune) && has(s.prune.fineTune)))"
+
+# The same mistakes `cross_field_problems` reports locally, worded for kubectl users.
+SPEC_RULES = [
+    _rule(
+        f"!{_HAS_STATIC} || (has(self.data) && has(self.data.calibration))",
+        "spec.data.calibration: static INT8 quantization needs calibration data; add "
+        "data.calibration.uri (100-1000 representative samples) or use mode: dynamic",
+    ),
+    _rule(
+        f"!(has(self.nodePool) && self.nodePool == 'cpu' && {_HAS_FP16})",
+        "spec.nodePool: fp16 needs a GPU; remove nodePool: cpu or quantize with mode: dynamic",
+        ".nodePool",
+    ),
+    _rule(
+        f"!{_NEEDS_TRAINING} || (has(self.data) && has(self.data.training))",
+        "spec.data.training: fine-tuning and distillation need training data; add "
+        "data.training.uri",
+    ),
+    # Only the cluster enforces timeoutSeconds, so only the CRD can compare the two.
+    _rule(
+        "!self.steps.exists(s, (has(s.prune) && has(s.prune.fineTune) "
+        "&& has(s.prune.fineTune.maxTrainSeconds) && s.prune.fineTune.maxTrainSeconds >= "
+        f"{_TIMEOUT}) || (has(s.distill) && has(s.distill.training) "
+        f"&& has(s.distill.training.maxTrainSeconds) && s.distill.training.maxTrainSeconds >= "
+        f"{_TIMEOUT}))",
+        "spec.steps[].maxTrainSeconds: the training budget must be shorter than "
+        "spec.timeoutSeconds, or the Job is killed before training ends; lower "
+        "maxTrainSeconds or raise timeoutSeconds",
+    ),
+]
+
+STEP_RULES = [
+    _rule(
+        " + ".join(
+            f"(has(self.{key}) ? 1 : 0)"
+            for key in ("export", "optimize", "quantize", "prune", "distill")
+        )
+        + " == 1",
+        "spec.steps[]: each step sets exactly one of export, optimize, quantize, prune, distill; "
+        "split this step into one list item per key",
+    )
+]
+
+OUTPUT_RULES = [
+    _rule(
+        "self.uri.matches('^(s3|pvc)://[^/]+') || self.uri.matches('^(file://)?/') "
+        "|| !self.uri.contains('://')",
+        "spec.output.uri: use s3://bucket/prefix, pvc://claim/path or a file path; other "
+        "schemes cannot be written to",
+        ".uri",
+    )
+]
+
+
+def spec_schema() -> dict[str, Any]:
+    """spec's OpenAPI schema with the CEL rules attached where they apply."""
+    raw = CompressionJobSpec.model_json_schema(by_alias=True, mode="validation")
+    schema = structural_schema(raw)
+    schema["x-kubernetes-validations"] = SPEC_RULES
+    props = schema["properties"]
+    props["steps"]["items"]["x-kubernetes-validations"] = STEP_RULES
+    props["output"]["x-kubernetes-validations"] = OUTPUT_RULES
+    return schema
+
+
+def _condition_schema() -> dict[str, Any]:
+    """metav1.Condition, as Kubernetes' own CRDs declare it."""
+    return {
+        "type": "object",
+        "description": "One aspect of the job's state (kstatus: Ready, Reconciling, Stalled; "
+        "plus Succeeded and Failed).",
+        "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+        "properties": {
+            "type": {
+                "type": "string",
+                "description": "Ready, Reconciling, Stalled, Succeeded or Failed.",
+            },
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+            "lastTransitionTime": {"type": "string", "format": "date-time"},
+            "reason": {"type": "string", "description": "CamelCase reason."},
+            "message": {"type": "string", "description": "Human-readable detail."},
+        },
+    }
+
+
+def status_schema() -> dict[str, Any]:
+    """status: phase, conditions, runner, results and artifacts (the runner's Outcome), times."""
+    results = structural_schema(Results.model_json_schema(by_alias=True, mode="serialization"))
+    artifact = structural_schema(Artifact.model_json_schema(by_alias=True, mode="serialization"))
+    results.pop("required", None)  # the operator copies what the runner reported
+    return {
+        "type": "object",
+        "description": "What the operator observed. Written by the operator only.",
+        "properties": {
+            "observedGeneration": {
+                "type": "integer",
+                "format": "int64",
+                "description": "The spec generation this status describes.",
+            },
+            "phase": {"type": "string", "enum": PHASES, "description": "Where the job is."},
+            "recipe": {"type": "string", "description": "The steps, e.g. export>optimize>int8."},
+            "reason": {"type": "string", "description": "CamelCase reason of the last phase."},
+            "message": {"type": "string", "description": "The runner's or operator's message."},
+            "conditions": {
+                "type": "array",
+                "items": _condition_schema(),
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+            "runner": {
+                "type": "object",
+                "description": "Where the recipe ran.",
+                "properties": {
+                    "job": {"type": "string", "description": "The batch/v1 Job."},
+                    "pod": {"type": "string", "description": "The runner pod."},
+                    "node": {"type": "string", "description": "The node the pod ran on."},
+                    "pool": {"type": "string", "description": "The node pool picked."},
+                    "attempts": {"type": "integer", "description": "Runner pods started."},
+                },
+            },
+            "results": results,
+            "artifacts": {"type": "array", "items": artifact},
+            "startTime": {"type": "string", "format": "date-time"},
+            "completionTime": {"type": "string", "format": "date-time"},
+        },
+    }
+
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Recipe", "type": "string", "jsonPath": ".status.recipe"},
+    {"name": "Pool", "type": "string", "jsonPath": ".status.runner.pool"},
+    {
+        "name": "Size-Ratio",
+        "type": "number",
+        "jsonPath": ".status.results.sizeRatio",
+        "description": "baseline size / compressed size",
+    },
+    {
+        "name": "Speedup",
+        "type": "number",
+        "jsonPath": ".status.results.speedup",
+        "description": "baseline p50 latency / compressed p50 latency",
+    },
+    {
+        "name": "Metric-Drop",
+        "type": "number",
+        "jsonPath": ".status.results.metricDrop",
+        "description": "baseline metric - compressed metric",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def build_crd() -> dict[str, Any]:
+    """The whole CustomResourceDefinition object."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
+        "spec": {
+            "group": API_GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": SHORT_NAMES,
+                "categories": ["kondense"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A model compression recipe run by the kondense "
+                            "operator in a runner pod, with the measured trade-off in status.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+HEADER = (
+    "# Generated by `kondense crd -o crds/compressionjob.yaml` from runners/spec.py and\n"
+    "# runners/report.py. Do not edit: change the models and regenerate.\n"
+)
+
+
+def render_crd() -> str:
+    """The CRD as the YAML text checked in at crds/compressionjob.yaml."""
+    return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=100)

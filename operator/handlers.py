@@ -1,0 +1,64 @@
+"""Thin kopf handlers: every event about a CompressionJob, its runner Job or its pods
+reconciles that CompressionJob from scratch (see reconcile.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
+from kondense.operator.reconcile import PLURAL, Reconciler, owner_name
+from kondense.runners.spec import API_GROUP, API_VERSION
+
+# Set by main() before kopf starts.
+RECONCILER: Reconciler | None = None
+_CHILDREN = {LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def _reconciler() -> Reconciler:
+    if RECONCILER is None:
+        raise kopf.PermanentError("the operator was started without a configuration")
+    return RECONCILER
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+def compression_job_event(body: kopf.Body, type: str, **_: Any) -> None:
+    """Created, changed, deleted, or listed at (re)start: reconcile it."""
+    meta = body["metadata"]
+    if type == "DELETED":
+        _reconciler().forget(meta["namespace"], meta["name"])
+        return
+    _reconciler().reconcile(_plain(body))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_CHILDREN)
+def runner_job_event(body: kopf.Body, **_: Any) -> None:
+    """A runner Job changed (created, active, complete, failed): reconcile its owner."""
+    _reconcile_owner(body)
+
+
+@kopf.on.event("", "v1", "pods", labels=_CHILDREN)
+def runner_pod_event(body: kopf.Body, **_: Any) -> None:
+    """A runner pod was scheduled, started or terminated: reconcile its owner."""
+    _reconcile_owner(body)
+
+
+def _reconcile_owner(body: kopf.Body) -> None:
+    name = owner_name(_plain(body))
+    if name is not None:
+        _reconciler().reconcile_named(body["metadata"]["namespace"], name)
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    """kopf's read-only body view as plain dicts and lists."""
+    thawed: dict[str, Any] = _thaw(body)
+    return thawed
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_thaw(v) for v in value]
+    return value

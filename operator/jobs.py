@@ -1,0 +1,211 @@
+"""The runner Job for one generation of a CompressionJob: a pure manifest builder.
+
+How the spec reaches the runner: the whole CompressionJob (apiVersion, kind, metadata name/
+namespace/uid/generation, spec) travels as JSON in the container's KONDENSE_JOB variable, and
+the runner starts `kondense run --job-env KONDENSE_JOB --termination-log /dev/termination-log`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from kondense.operator.config import PoolConfig
+from kondense.runners.errors import EXIT_BAD_INPUT, EXIT_REJECTED
+from kondense.runners.spec import API_GROUP, API_VERSION, KIND
+
+CONTAINER = "runner"
+RUNNER_UID = 65532  # the distroless "nonroot" user
+PVC_ROOT = "/mnt/pvc"
+WORK_DIR = "/var/lib/kondense/work"
+TERMINATION_LOG = "/dev/termination-log"
+DEFAULT_TIMEOUT_SECONDS = 3600
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "kondense-operator"
+LABEL_UID = "kondense.dev/compressionjob-uid"
+LABEL_GENERATION = "kondense.dev/generation"
+LABEL_POOL = "kondense.dev/pool"
+ANNOTATION_NAME = "kondense.dev/compressionjob"
+
+_NAME_LIMIT = 63  # the Job controller copies the name into a label value
+
+
+def runner_job_name(name: str, generation: int) -> str:
+    """`<name>-g<generation>`, shortened with a hash of the name when over 63 characters.
+
+    Deterministic, so a restarted operator finds the Job it created instead of adding one."""
+    suffix = f"-g{generation}"
+    if len(name) + len(suffix) <= _NAME_LIMIT:
+        return name + suffix
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    keep = _NAME_LIMIT - len(suffix) - len(digest) - 1
+    return f"{name[:keep].rstrip('-.')}-{digest}{suffix}"
+
+
+def pvc_claims(spec: dict[str, Any]) -> dict[str, bool]:
+    """Claims named by pvc:// URIs in the spec -> whether the runner writes to them."""
+    read: list[str] = [spec.get("model", {}).get("uri", "")]
+    read += [source.get("uri", "") for source in (spec.get("data") or {}).values() if source]
+    for step in spec.get("steps") or []:
+        student = (step.get("distill") or {}).get("student") or {}
+        read.append(student.get("uri") or "")
+    written = (spec.get("output") or {}).get("uri", "")
+    claims: dict[str, bool] = {}
+    for uri, writes in [(u, False) for u in read] + [(written, True)]:
+        if uri.startswith("pvc://"):
+            claim = uri.removeprefix("pvc://").split("/", 1)[0]
+            claims[claim] = claims.get(claim, False) or writes
+    return claims
+
+
+def _resources(pool: PoolConfig, spec: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The pool's resources, with spec.resources cpu/memory as both request and limit."""
+    resources = {kind: dict(values) for kind, values in pool.resources.items()}
+    for key, value in (spec.get("resources") or {}).items():
+        if value:
+            resources.setdefault("requests", {})[key] = str(value)
+            resources.setdefault("limits", {})[key] = str(value)
+    return resources
+
+
+def _runner_manifest(cj: dict[str, Any]) -> str:
+    meta = cj["metadata"]
+    return json.dumps(
+        {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": KIND,
+            "metadata": {
+                key: meta[key] for key in ("name", "namespace", "uid", "generation") if key in meta
+            },
+            "spec": cj["spec"],
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def build_runner_job(
+    cj: dict[str, Any], pool_name: str, pool: PoolConfig, backoff_limit: int = 2
+) -> dict[str, Any]:
+    """The batch/v1 Job that runs `cj`'s recipe on `pool`, owned by `cj`.
+
+    Bad input and rejected results (runner exit codes 2 and 3) fail the Job at once; other
+    failures are retried up to `backoff_limit` times. The pod meets the restricted Pod
+    Security Standard and gets no service-account token."""
+    meta, spec = cj["metadata"], cj["spec"]
+    generation = int(meta.get("generation", 1))
+    name = runner_job_name(meta["name"], generation)
+    labels = {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        "app.kubernetes.io/name": "kondense-runner",
+        LABEL_UID: meta["uid"],
+        LABEL_GENERATION: str(generation),
+        LABEL_POOL: pool_name,
+    }
+    annotations = {ANNOTATION_NAME: meta["name"]}
+    claims = pvc_claims(spec)
+    env = [
+        {"name": "KONDENSE_JOB", "value": _runner_manifest(cj)},
+        {"name": "KONDENSE_PVC_ROOT", "value": PVC_ROOT},
+        # The root filesystem is read-only: caches and temporary files go to /tmp.
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "TMPDIR", "value": "/tmp"},
+    ] + [{"name": key, "value": value} for key, value in sorted(pool.env.items())]
+    mounts = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "work", "mountPath": WORK_DIR},
+    ] + [
+        {"name": f"pvc-{claim}", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": not writes}
+        for claim, writes in sorted(claims.items())
+    ]
+    volumes = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "work", "emptyDir": {}},
+    ] + [
+        {
+            "name": f"pvc-{claim}",
+            "persistentVolumeClaim": {"claimName": claim, "readOnly": not writes},
+        }
+        for claim, writes in sorted(claims.items())
+    ]
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": pool.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": pool.runner_command(),
+        "workingDir": pool.working_dir or WORK_DIR,
+        "env": env,
+        "resources": _resources(pool, spec),
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        # A runner that dies before writing its outcome still leaves its last log lines.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # retries are new pods, counted by backoffLimit
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+            "fsGroup": RUNNER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if pool.node_selector:
+        pod_spec["nodeSelector"] = dict(pool.node_selector)
+    if pool.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in pool.tolerations]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                    "kind": KIND,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "activeDeadlineSeconds": int(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS),
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": [EXIT_BAD_INPUT, EXIT_REJECTED],
+                        },
+                    },
+                    # An evicted or preempted pod is not the recipe's fault.
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,103 @@
+"""`kondense-operator`: the kopf operator that runs CompressionJobs as runner Jobs.
+
+    kondense-operator --config /etc/kondense/config.yaml --all-namespaces \
+        [--namespace NS ...] [--metrics-port 8080] [--health-port 8081] [--log-level info]
+
+Metrics on :8080/metrics, liveness/readiness on :8081/healthz. Talks to the cluster with the
+in-cluster service account, or KUBECONFIG outside a cluster. Imports neither torch nor
+onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from kondense.operator import handlers, metrics
+from kondense.operator.config import ConfigError, load_config
+from kondense.operator.reconcile import Reconciler
+
+# A watch that silently stops delivering events is kopf's known failure mode: the server ends
+# each watch after this long and the client gives up a little later, so streams are renewed.
+WATCH_SERVER_TIMEOUT_S = 120
+WATCH_CLIENT_TIMEOUT_S = 150
+WATCH_CONNECT_TIMEOUT_S = 10
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kondense-operator", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, required=True, help="node-pool configuration YAML")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
+    scope.add_argument(
+        "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    parser.add_argument("--metrics-port", type=int, default=8080)
+    parser.add_argument("--health-port", type=int, default=8081)
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    return parser.parse_args(argv)
+
+
+def api_client() -> Any:
+    """An ApiClient from the in-cluster service account, else from KUBECONFIG."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
+    settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT_S
+    # Handler progress (if kopf ever keeps any) goes to annotations, which a structural
+    # schema never prunes; nothing is written to status.kopf.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kondense.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kondense.dev", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "kondense.dev/finalizer"
+    # The operator posts its own Events per transition; kopf's per-handler ones are noise.
+    settings.posting.enabled = False
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"kondense-operator: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    handlers.RECONCILER = Reconciler(api_client(), config)
+    metrics.serve(args.metrics_port)
+    kopf.configure(verbose=args.log_level == "debug")
+    kopf.run(
+        standalone=True,  # no peering objects: one operator per cluster (Deployment, Recreate)
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+    )
+
+
+if __name__ == "__main__":
+    main()

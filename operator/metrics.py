@@ -1,0 +1,132 @@
+"""Prometheus metrics of the operator, served on :8080/metrics.
+
+kondense_compressionjobs{phase,recipe,pool}            jobs the operator knows, by phase
+kondense_compressionjob_duration_seconds{phase,pool}   start -> completion of finished jobs
+kondense_compressionjob_size_ratio{namespace,name,recipe,pool}   of finished jobs (also
+kondense_compressionjob_speedup / _metric_drop)
+kondense_reconcile_errors_total{kind}                  reconciles that raised, by error type
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from kondense.operator.status import TERMINAL
+
+REGISTRY = CollectorRegistry()
+
+JOBS = Gauge(
+    "kondense_compressionjobs",
+    "CompressionJobs the operator knows, by phase, recipe and pool.",
+    ["phase", "recipe", "pool"],
+    registry=REGISTRY,
+)
+DURATION = Histogram(
+    "kondense_compressionjob_duration_seconds",
+    "Seconds from runner start to completion of finished CompressionJobs.",
+    ["phase", "pool"],
+    buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200),
+    registry=REGISTRY,
+)
+_RESULT_LABELS = ["namespace", "name", "recipe", "pool"]
+SIZE_RATIO = Gauge(
+    "kondense_compressionjob_size_ratio",
+    "Baseline size / compressed size of a finished CompressionJob.",
+    _RESULT_LABELS,
+    registry=REGISTRY,
+)
+SPEEDUP = Gauge(
+    "kondense_compressionjob_speedup",
+    "Baseline p50 latency / compressed p50 latency of a finished CompressionJob.",
+    _RESULT_LABELS,
+    registry=REGISTRY,
+)
+METRIC_DROP = Gauge(
+    "kondense_compressionjob_metric_drop",
+    "Baseline task metric - compressed task metric of a finished CompressionJob.",
+    _RESULT_LABELS,
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "kondense_reconcile_errors_total",
+    "Reconciles that raised, by error type (they are retried on the next event).",
+    ["kind"],
+    registry=REGISTRY,
+)
+
+
+class JobTable:
+    """The last known (phase, recipe, pool) of each job; the by-phase gauge is its census."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[tuple[str, str], tuple[str, str, str]] = {}
+
+    def record(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Note `status`; a job reaching a terminal phase has its duration and results exported."""
+        key = (namespace, name)
+        phase, recipe = status.get("phase", "Pending"), status.get("recipe", "")
+        pool = (status.get("runner") or {}).get("pool", "")
+        with self._lock:
+            before = self._jobs.get(key)
+            self._jobs[key] = (phase, recipe, pool)
+            self._census()
+        if phase in TERMINAL and (before is None or before[0] != phase):
+            self._finished(namespace, name, recipe, pool, status, first=before is not None)
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            entry = self._jobs.pop((namespace, name), None)
+            self._census()
+        if entry is not None:
+            for gauge in (SIZE_RATIO, SPEEDUP, METRIC_DROP):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(namespace, name, entry[1], entry[2])
+
+    def _census(self) -> None:
+        counts: dict[tuple[str, str, str], int] = {}
+        for entry in self._jobs.values():
+            counts[entry] = counts.get(entry, 0) + 1
+        JOBS.clear()
+        for (phase, recipe, pool), count in counts.items():
+            JOBS.labels(phase, recipe, pool).set(count)
+
+    def _finished(
+        self, namespace: str, name: str, recipe: str, pool: str, status: dict[str, Any], first: bool
+    ) -> None:
+        results = status.get("results") or {}
+        labels = (namespace, name, recipe, pool)
+        for gauge, key in (
+            (SIZE_RATIO, "sizeRatio"),
+            (SPEEDUP, "speedup"),
+            (METRIC_DROP, "metricDrop"),
+        ):
+            if isinstance(results.get(key), int | float):
+                gauge.labels(*labels).set(float(results[key]))
+        # Only a transition this process saw is timed, so a restart does not count jobs twice.
+        seconds = _seconds_between(status.get("startTime"), status.get("completionTime"))
+        if first and seconds is not None:
+            DURATION.labels(status["phase"], pool).observe(seconds)
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        parse = lambda t: datetime.fromisoformat(t.replace("Z", "+00:00"))  # noqa: E731
+        return max(0.0, (parse(end) - parse(start)).total_seconds())
+    except ValueError:
+        return None
+
+
+TABLE = JobTable()
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    """Serve /metrics on `port` from a background thread."""
+    start_http_server(port, addr=address, registry=REGISTRY)

@@ -1,0 +1,226 @@
+"""Level-based reconcile of one CompressionJob: observe, create what is missing, write status.
+
+Every call computes the desired state from what the apiserver holds now, never from the event
+that triggered it, so a missed event, a duplicate one or an operator restart change nothing:
+the runner Job's name is deterministic per generation and a 409 means it is already there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from kondense.operator import metrics
+from kondense.operator.config import OperatorConfig
+from kondense.operator.jobs import (
+    ANNOTATION_NAME,
+    LABEL_GENERATION,
+    LABEL_UID,
+    build_runner_job,
+    runner_job_name,
+)
+from kondense.operator.pools import UnknownPool, select_node_pool
+from kondense.operator.status import (
+    TERMINAL,
+    Transition,
+    compute_status,
+    operator_failure,
+    status_patch,
+    transition,
+)
+from kondense.runners.spec import API_GROUP, API_VERSION, KIND
+
+PLURAL = "compressionjobs"
+log = logging.getLogger("kondense.operator")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    """Reconciles CompressionJobs with one ApiClient; safe to call from several threads."""
+
+    def __init__(self, api_client: client.ApiClient, config: OperatorConfig) -> None:
+        self.api_client = api_client
+        self.config = config
+        self.custom = client.CustomObjectsApi(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.api_client.sanitize_for_serialization(obj)
+        return result
+
+    # --- entry points --------------------------------------------------------------------
+
+    def reconcile_named(self, namespace: str, name: str) -> None:
+        """Reconcile the CompressionJob `namespace/name` as it is now (gone: nothing to do)."""
+        try:
+            cj = self.custom.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        self.reconcile(dict(cj))  # type: ignore[call-overload]
+
+    def reconcile(self, cj: dict[str, Any]) -> None:
+        meta = cj["metadata"]
+        if meta.get("deletionTimestamp"):
+            return  # garbage collection removes the Job and its pods via owner references
+        with self._lock(meta["namespace"], meta["name"]):
+            try:
+                self._reconcile(cj)
+            except Exception as error:
+                metrics.RECONCILE_ERRORS.labels(type(error).__name__).inc()
+                raise
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The CompressionJob is gone: drop its metrics and lock."""
+        metrics.TABLE.forget(namespace, name)
+        with self._locks_guard:
+            self._locks.pop((namespace, name), None)
+
+    # --- the loop body -------------------------------------------------------------------
+
+    def _reconcile(self, cj: dict[str, Any]) -> None:
+        meta, spec = cj["metadata"], cj.get("spec") or {}
+        namespace, name = meta["namespace"], meta["name"]
+        generation = int(meta.get("generation", 1))
+        current = cj.get("status") or {}
+        now = utc_now()
+        jobs = self._owned_jobs(namespace, meta["uid"])
+        self._delete_older_generations(jobs, generation)
+        job_name = runner_job_name(name, generation)
+        job = next((j for j in jobs if j["metadata"]["name"] == job_name), None)
+        finished = current.get("observedGeneration") == generation and (
+            current.get("phase") in TERMINAL
+        )
+        try:
+            pool_name, pool = select_node_pool(spec, self.config)
+        except UnknownPool as error:
+            if job is None:
+                self._write(
+                    cj,
+                    current,
+                    operator_failure(
+                        cj, spec.get("nodePool", ""), "UnknownNodePool", str(error), now
+                    ),
+                )
+                return
+            pool_name = job["metadata"]["labels"].get("kondense.dev/pool", "")
+        if job is None and finished:
+            # Done for this generation and its Job is gone (deleted by hand): keep the result.
+            metrics.TABLE.record(namespace, name, current)
+            return
+        if job is None:
+            job = self._create_job(build_runner_job(cj, pool_name, pool, self.config.backoff_limit))
+        pods = self._pods(namespace, meta["uid"], generation)
+        self._write(cj, current, compute_status(cj, pool_name, job, pods, now))
+
+    def _write(self, cj: dict[str, Any], current: dict[str, Any], desired: dict[str, Any]) -> None:
+        meta = cj["metadata"]
+        patch = status_patch(current, desired)
+        if patch is not None:
+            self.custom.patch_namespaced_custom_object_status(
+                API_GROUP,
+                API_VERSION,
+                meta["namespace"],
+                PLURAL,
+                meta["name"],
+                {"status": patch},
+                _content_type="application/merge-patch+json",
+            )
+        moved = transition(current, desired)
+        if moved is not None:
+            self._post_event(cj, moved)
+            log.info("%s/%s: %s", meta["namespace"], meta["name"], moved.message)
+        metrics.TABLE.record(meta["namespace"], meta["name"], desired)
+
+    # --- children ------------------------------------------------------------------------
+
+    def _owned_jobs(self, namespace: str, uid: str) -> list[dict[str, Any]]:
+        listing = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_UID}={uid}")
+        return [self._plain(job) for job in listing.items]
+
+    def _pods(self, namespace: str, uid: str, generation: int) -> list[dict[str, Any]]:
+        selector = f"{LABEL_UID}={uid},{LABEL_GENERATION}={generation}"
+        listing = self.core.list_namespaced_pod(namespace, label_selector=selector)
+        return [self._plain(pod) for pod in listing.items]
+
+    def _create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        try:
+            # The client validates plain dicts into its models.
+            created = self.batch.create_namespaced_job(meta["namespace"], manifest)  # type: ignore[arg-type]
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            # Created by an earlier run of this operator, or by a concurrent event: use it.
+            created = self.batch.read_namespaced_job(meta["name"], meta["namespace"])
+        return self._plain(created)
+
+    def _delete_older_generations(self, jobs: list[dict[str, Any]], generation: int) -> None:
+        """A spec change re-runs the recipe: the Job of an older generation and its pods go."""
+        for job in jobs:
+            meta = job["metadata"]
+            if meta.get("labels", {}).get(LABEL_GENERATION) == str(generation):
+                continue
+            if meta.get("deletionTimestamp"):
+                continue
+            try:
+                # Jobs default to orphaning their pods; Background deletes them too.
+                self.batch.delete_namespaced_job(
+                    meta["name"], meta["namespace"], propagation_policy="Background"
+                )
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+    def _post_event(self, cj: dict[str, Any], moved: Transition) -> None:
+        meta = cj["metadata"]
+        now = datetime.now(UTC)
+        event = {
+            "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": moved.type,
+            "reason": moved.reason,
+            "message": moved.message,
+            "source": {"component": "kondense-operator"},
+            "reportingComponent": "kondense.dev/operator",
+            "reportingInstance": "kondense-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event)  # type: ignore[arg-type]
+        except ApiException as error:  # an Event is a courtesy; the status is the record
+            log.warning("could not post an Event on %s: %s", meta["name"], error.reason)
+
+
+def owner_name(body: dict[str, Any]) -> str | None:
+    """The CompressionJob a runner Job or pod belongs to (from the annotation the operator sets)."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    name = annotations.get(ANNOTATION_NAME)
+    return str(name) if name else None

@@ -1,0 +1,269 @@
+"""CompressionJob status from what the operator observes: a pure function of the Job and pods.
+
+Phases Pending -> Running -> Succeeded | Failed. Conditions follow kstatus (Ready, Reconciling,
+Stalled) plus Succeeded and Failed, each with a CamelCase reason and a human message.
+The outcome (results, artifacts, reason, message) comes from the runner pod's termination
+message, the compact `Outcome` JSON of `runners/report.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from kondense.operator.jobs import CONTAINER
+from kondense.runners.report import Outcome
+
+PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
+TERMINAL = (SUCCEEDED, FAILED)
+CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Succeeded", "Failed")
+
+
+def recipe_summary(spec: dict[str, Any]) -> str:
+    """The steps in one short string for `kubectl get`: export>optimize>int8-dynamic."""
+    names = []
+    for step in spec.get("steps") or []:
+        (key, config), *_ = step.items() if step else [("?", {})]
+        config = config or {}
+        if key == "quantize":
+            mode = config.get("mode", "?")
+            names.append("fp16" if mode == "fp16" else f"int8-{mode}")
+        elif key == "prune":
+            names.append(f"prune-{config.get('method', 'magnitude')}")
+        else:
+            names.append(key)
+    return ">".join(names)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Where the job is, and why."""
+
+    phase: str
+    reason: str
+    message: str
+
+
+def read_outcome(pod: dict[str, Any]) -> Outcome | str | None:
+    """The runner's Outcome from a terminated pod's termination message; the raw text when it
+    is not Outcome JSON (e.g. log lines from FallbackToLogsOnError); None when absent."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") != CONTAINER:
+            continue
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        text = terminated.get("message")
+        if not text:
+            return None
+        try:
+            return Outcome.model_validate(json.loads(text))
+        except (ValueError, ValidationError):
+            return str(text).strip()[-1024:]
+    return None
+
+
+def _job_condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def _by_age(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(
+        pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"])
+    )
+
+
+def _last_terminated(pods: list[dict[str, Any]], phase: str) -> dict[str, Any] | None:
+    matching = [p for p in _by_age(pods) if (p.get("status") or {}).get("phase") == phase]
+    return matching[-1] if matching else None
+
+
+def observe_phase(
+    job: dict[str, Any] | None, pods: list[dict[str, Any]]
+) -> tuple[Phase, Outcome | None]:
+    """The phase the runner Job and its pods are in, and the runner's outcome once finished."""
+    if job is None:
+        return Phase(PENDING, "CreatingJob", "creating the runner Job"), None
+    if (done := _job_condition(job, "Complete")) is not None:
+        pod = _last_terminated(pods, "Succeeded")
+        outcome = read_outcome(pod) if pod else None
+        if isinstance(outcome, Outcome):
+            return Phase(SUCCEEDED, outcome.reason or "Succeeded", outcome.message), outcome
+        return Phase(SUCCEEDED, "Succeeded", done.get("message") or "the runner finished"), None
+    if (failed := _job_condition(job, "Failed")) is not None:
+        pod = _last_terminated(pods, "Failed")
+        outcome = read_outcome(pod) if pod else None
+        job_reason = failed.get("reason") or "JobFailed"
+        if isinstance(outcome, Outcome) and job_reason != "DeadlineExceeded":
+            return Phase(FAILED, outcome.reason, outcome.message), outcome
+        message = failed.get("message") or "the runner Job failed"
+        if isinstance(outcome, str) and outcome:
+            message = f"{message}; runner said: {outcome}"
+        return Phase(FAILED, job_reason, message), None
+    latest = _by_age(pods)[-1] if pods else None
+    if latest is not None and (latest.get("status") or {}).get("phase") == "Running":
+        node = (latest.get("spec") or {}).get("nodeName", "?")
+        attempt = f" (attempt {len(pods)})" if len(pods) > 1 else ""
+        return Phase(RUNNING, "RunnerRunning", f"runner pod running on {node}{attempt}"), None
+    if latest is not None:
+        return Phase(PENDING, "PodPending", "runner pod waiting to be scheduled or started"), None
+    return Phase(PENDING, "JobCreated", "runner Job created, waiting for its pod"), None
+
+
+def _conditions(phase: Phase, generation: int) -> dict[str, tuple[str, str, str]]:
+    """type -> (status, reason, message)."""
+    p, reason, message = phase.phase, phase.reason, phase.message
+    if p == SUCCEEDED:
+        return {
+            "Ready": ("True", reason, message),
+            "Reconciling": ("False", reason, "the recipe ran to completion"),
+            "Stalled": ("False", reason, "the recipe ran to completion"),
+            "Succeeded": ("True", reason, message),
+            "Failed": ("False", reason, "the recipe ran to completion"),
+        }
+    if p == FAILED:
+        return {
+            "Ready": ("False", reason, message),
+            "Reconciling": ("False", reason, "no further attempts; change the spec to retry"),
+            "Stalled": ("True", reason, message),
+            "Succeeded": ("False", reason, message),
+            "Failed": ("True", reason, message),
+        }
+    waiting = f"generation {generation}: {message}"
+    return {
+        "Ready": ("False", reason, waiting),
+        "Reconciling": ("True", reason, waiting),
+        "Stalled": ("False", reason, waiting),
+        "Succeeded": ("False", reason, waiting),
+        "Failed": ("False", reason, waiting),
+    }
+
+
+def build_conditions(
+    phase: Phase, generation: int, previous: list[dict[str, Any]], now: str
+) -> list[dict[str, Any]]:
+    """metav1.Conditions; lastTransitionTime moves only when a condition's status changes."""
+    before = {c.get("type"): c for c in previous or []}
+    conditions = []
+    for kind, (status, reason, message) in _conditions(phase, generation).items():
+        old = before.get(kind)
+        since = old["lastTransitionTime"] if old and old.get("status") == status else now
+        conditions.append(
+            {
+                "type": kind,
+                "status": status,
+                "observedGeneration": generation,
+                "lastTransitionTime": since,
+                "reason": reason,
+                "message": message[:32768],
+            }
+        )
+    return conditions
+
+
+def compute_status(
+    cj: dict[str, Any],
+    pool: str,
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    now: str,
+) -> dict[str, Any]:
+    """The whole status for the current generation, from its Job (None: not created yet) and
+    that Job's pods."""
+    generation = int(cj["metadata"].get("generation", 1))
+    previous = cj.get("status") or {}
+    same_generation = previous.get("observedGeneration") == generation
+    phase, outcome = observe_phase(job, pods)
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "phase": phase.phase,
+        "recipe": recipe_summary(cj.get("spec") or {}),
+        "reason": phase.reason,
+        "message": phase.message,
+        "conditions": build_conditions(
+            phase, generation, (previous.get("conditions") or []) if same_generation else [], now
+        ),
+    }
+    latest = _by_age(pods)[-1] if pods else None
+    runner: dict[str, Any] = {"pool": pool, "attempts": len(pods)}
+    if job is not None:
+        runner["job"] = job["metadata"]["name"]
+    if latest is not None:
+        runner["pod"] = latest["metadata"]["name"]
+        if node := (latest.get("spec") or {}).get("nodeName"):
+            runner["node"] = node
+    status["runner"] = runner
+    if outcome is not None:
+        if outcome.results is not None:
+            status["results"] = outcome.results.to_json_dict()
+        status["artifacts"] = [a.to_json_dict() for a in outcome.artifacts]
+    job_status = (job or {}).get("status") or {}
+    start = job_status.get("startTime") or (previous.get("startTime") if same_generation else None)
+    if start or job is not None:
+        status["startTime"] = start or now
+    if phase.phase in TERMINAL:
+        finished = job_status.get("completionTime")
+        if not finished:
+            condition = _job_condition(
+                job or {}, "Complete" if phase.phase == SUCCEEDED else "Failed"
+            )
+            finished = (condition or {}).get("lastTransitionTime")
+        status["completionTime"] = (
+            finished or (previous.get("completionTime") if same_generation else None) or now
+        )
+    return status
+
+
+def operator_failure(
+    cj: dict[str, Any], pool: str, reason: str, message: str, now: str
+) -> dict[str, Any]:
+    """Status for a job the operator refuses to run (e.g. an unknown node pool)."""
+    generation = int(cj["metadata"].get("generation", 1))
+    previous = cj.get("status") or {}
+    same = previous.get("observedGeneration") == generation
+    phase = Phase(FAILED, reason, message)
+    return {
+        "observedGeneration": generation,
+        "phase": FAILED,
+        "recipe": recipe_summary(cj.get("spec") or {}),
+        "reason": reason,
+        "message": message,
+        "conditions": build_conditions(
+            phase, generation, (previous.get("conditions") or []) if same else [], now
+        ),
+        "runner": {"pool": pool, "attempts": 0},
+        "completionTime": (previous.get("completionTime") if same else None) or now,
+    }
+
+
+def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any] | None:
+    """A JSON merge patch turning `current` into `desired` (None when nothing changes).
+    Keys the operator no longer reports are removed (e.g. results of an older generation)."""
+    patch: dict[str, Any] = {k: v for k, v in desired.items() if current.get(k) != v}
+    patch.update({k: None for k in current if k not in desired})
+    return patch or None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An Event to post on the CompressionJob."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+def transition(current: dict[str, Any], desired: dict[str, Any]) -> Transition | None:
+    """The Event for a change of phase, reason or generation; None when nothing moved."""
+    keys = ("observedGeneration", "phase", "reason")
+    if all(current.get(k) == desired.get(k) for k in keys):
+        return None
+    kind = "Warning" if desired["phase"] == FAILED else "Normal"
+    message = (
+        f"{desired['phase']} (generation {desired['observedGeneration']}): {desired['message']}"
+    )
+    return Transition(kind, desired["reason"], message[:1024])

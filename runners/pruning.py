@@ -59,10 +59,13 @@ def weighted_layers(module: torch.nn.Module, classes: tuple[type, ...]) -> list[
     """The layers of the chosen types that carry a `weight` tensor, in definition order."""
     import torch
 
+    # TorchScript keeps each submodule's Python class name in `original_name`.
+    names = {c.__name__ for c in classes}
     return [
         m
         for m in module.modules()
-        if isinstance(m, classes) and isinstance(getattr(m, "weight", None), torch.Tensor)
+        if (isinstance(m, classes) or getattr(m, "original_name", None) in names)
+        and isinstance(getattr(m, "weight", None), torch.Tensor)
     ]
 
 
@@ -81,6 +84,7 @@ def prune_magnitude(
 ) -> Sparsity:
     """Zero the `amount` smallest-|w| weights of the chosen layers (per layer or ranked
     globally), permanently. Biases are left alone: they are few and pruning them hurts."""
+    import torch
     from torch.nn.utils import prune
 
     layers = weighted_layers(module, classes)
@@ -90,16 +94,40 @@ def prune_magnitude(
             f"the model has no layers of type {names}; list the types it has (e.g. Linear)",
             field="prune.moduleTypes",
         )
-    if scope is PruneScope.global_:
+    if isinstance(module, torch.jit.ScriptModule):
+        _prune_script_weights(layers, amount, scope)
+    elif scope is PruneScope.global_:
         prune.global_unstructured(
             [(m, "weight") for m in layers], pruning_method=prune.L1Unstructured, amount=amount
         )
     else:
         for layer in layers:
             prune.l1_unstructured(layer, "weight", amount=amount)
-    for layer in layers:
-        prune.remove(layer, "weight")  # bake the mask in: plain dense tensors with zeros
+    if not isinstance(module, torch.jit.ScriptModule):
+        for layer in layers:
+            prune.remove(layer, "weight")  # bake the mask in: plain dense tensors with zeros
     return measure_sparsity(module, classes)
+
+
+def _prune_script_weights(layers: list[Any], amount: float, scope: PruneScope) -> None:
+    """The same L1 criterion for TorchScript layers, which cannot take pruning hooks: the
+    mask is computed by torch's own L1Unstructured and multiplied into the weights."""
+    import torch
+    from torch.nn.utils import prune
+
+    method = prune.L1Unstructured(amount)
+    with torch.no_grad():
+        if scope is PruneScope.global_:
+            flat = torch.cat([layer.weight.reshape(-1) for layer in layers])
+            mask = method.compute_mask(flat, default_mask=torch.ones_like(flat))
+            for layer in layers:
+                count = layer.weight.numel()
+                layer.weight.mul_(mask[:count].reshape(layer.weight.shape))
+                mask = mask[count:]
+        else:
+            for layer in layers:
+                weight = layer.weight
+                weight.mul_(method.compute_mask(weight, default_mask=torch.ones_like(weight)))
 
 
 def prune_channels(

@@ -4,7 +4,6 @@ its training data as a stream, example inputs, and writing a changed module back
 
 from __future__ import annotations
 
-import inspect
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,17 +39,25 @@ _HF_ASSETS = (
 )
 
 
-def load_module(model: Model, task: Task, *, step: str) -> torch.nn.Module:
+def load_module(
+    model: Model, task: Task, *, step: str, torchscript: bool = False
+) -> torch.nn.Module:
     """The model as a torch module with real layers to prune or train.
 
-    In-memory modules (from an earlier step) and Hugging Face directories qualify. TorchScript,
+    In-memory modules (from an earlier step) and Hugging Face directories qualify; TorchScript
+    too when `torchscript` (its weights can change in place, its layers cannot be resized).
     torch.export programs and ONNX are graphs without editable layers and are refused.
     """
     if model.module is not None:
         return model.module
+    if torchscript and model.format is ModelFormat.torchscript:
+        from kondense.runners.model_io import load_torchscript
+
+        return load_torchscript(model.path)
     if model.format is not ModelFormat.huggingface:
+        kinds = "a Hugging Face directory" + (" or TorchScript" if torchscript else "")
         raise BadInput(
-            f"the {step} step needs a PyTorch model with layers (a Hugging Face directory); "
+            f"the {step} step needs a PyTorch model with layers ({kinds}); "
             f"{model.format.value} models are compiled graphs whose layers cannot be changed. "
             f"Give the Hugging Face directory, or put {step} before export",
             field="spec.model.uri",
@@ -74,6 +81,12 @@ def load_huggingface(path: Path, task: Task) -> torch.nn.Module:
     }.get(task, transformers.AutoModel)
     module = auto.from_pretrained(str(path), use_safetensors=True)
     return module.eval()
+
+
+def is_torchscript(module: Any) -> bool:
+    import torch
+
+    return isinstance(module, torch.jit.ScriptModule)
 
 
 def is_huggingface(module: Any) -> bool:
@@ -102,12 +115,9 @@ def input_names(module: torch.nn.Module, tokenizer: Path | None) -> list[str]:
 
 
 def _forward_parameters(module: torch.nn.Module) -> list[str]:
-    parameters = inspect.signature(module.forward).parameters.values()
-    return [
-        p.name
-        for p in parameters
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    ]
+    from kondense.runners.model_io import module_signature
+
+    return module_signature(module, None)
 
 
 def training_stream(
@@ -196,6 +206,13 @@ def example_inputs(ctx: StepContext, stream: BatchStream | None) -> dict[str, to
 def write_back(module: torch.nn.Module, model: Model, ctx: StepContext) -> Model:
     """The changed module as the step's output: Hugging Face models are also saved as a
     directory (config with the new sizes, safetensors, tokenizer) so they load anywhere."""
+    if is_torchscript(module):
+        import torch
+
+        # A file, not an in-memory module: TorchScript saves and exports as it loaded.
+        target = ctx.workdir / "model.ts"
+        torch.jit.save(module, str(target))
+        return model.with_(path=target, format=ModelFormat.torchscript, module=None)
     if not is_huggingface(module):
         return model.with_(module=module)
     target = ctx.workdir / "model"

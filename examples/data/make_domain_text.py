@@ -3,10 +3,11 @@
 Sentences of an IT-operations / customer-support domain, built from templates and word lists
 with a seeded generator, so the same seed always writes the same file:
 
-    python examples/data/make_domain_text.py examples/data/domain-text.jsonl --count 2000
+    python examples/data/make_domain_text.py examples/data
 
-Each line is {"text": ...}; there are no labels: in task-specific distillation the teacher's
-embeddings are the only targets.
+writes domain-train.jsonl (2000 lines, for training) and domain-heldout.jsonl (300 other
+lines, for evaluation). Each line is {"text": ...}; there are no labels: in task-specific
+distillation the teacher's embeddings are the only targets.
 """
 
 from __future__ import annotations
@@ -139,21 +140,31 @@ def sentences(count: int, seed: int = 0) -> list[str]:
     return list(seen)
 
 
-def write(path: Path, count: int, seed: int = 0) -> Path:
+def write(path: Path, texts: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        for text in sentences(count, seed):
-            handle.write(json.dumps({"text": text}) + "\n")
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
     return path
 
 
+def write_split(folder: Path, train: int, heldout: int, seed: int = 0) -> tuple[Path, Path]:
+    """domain-train.jsonl and domain-heldout.jsonl: no held-out sentence is also in training."""
+    training = sentences(train, seed)
+    seen = set(training)
+    others = [t for t in sentences(train + heldout, seed + 1) if t not in seen][:heldout]
+    return (
+        write(folder / "domain-train.jsonl", training),
+        write(folder / "domain-heldout.jsonl", others),
+    )
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("path", type=Path)
-    parser.add_argument("--count", type=int, default=2000)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--heldout", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    write(args.path, args.count, args.seed)
+    write_split(args.folder, args.train, args.heldout, args.seed)
 
 
 if __name__ == "__main__":

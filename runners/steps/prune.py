@@ -30,7 +30,9 @@ def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
     from kondense.runners import pruning, trainable
 
     task = ctx.spec.model.task
-    module = trainable.load_module(model, task, step="prune")
+    module = trainable.load_module(
+        model, task, step="prune", torchscript=config.method is PruneMethod.magnitude
+    )
     classes = pruning.module_classes(config.module_types, field="prune.moduleTypes")
     original = copy.deepcopy(module)
     _, before_gzip = pruning.compressed_weight_bytes(module)
@@ -53,6 +55,12 @@ def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
             "speed": UNSTRUCTURED_SPEED_NOTE,
         }
     else:
+        if trainable.is_torchscript(module):
+            raise BadInput(
+                "structured pruning resizes layers, which a TorchScript model cannot do; give "
+                "the model as a Hugging Face directory or use method: magnitude",
+                field="prune.method",
+            )
         if trainable.is_huggingface(module):
             raise BadInput(
                 "structured pruning of Hugging Face transformer models is not supported; "

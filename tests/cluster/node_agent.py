@@ -63,6 +63,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 LAUNCHER = HERE / "pod_launch.py"
+# Kept visible in every container even under a volume mounted over a parent directory:
+# the repository, the virtual environment and the interpreter it is made from.
+PRESERVE = sorted(
+    {str(REPO), str((REPO / ".venv").resolve()), os.path.realpath(sys.base_prefix)} - {"/"}
+)
 LEASE_SECONDS = 40
 HEARTBEAT_S = 10
 KUBELET_VERSION = "v1.34.4"
@@ -395,7 +400,7 @@ class PodWorker(threading.Thread):
                     "env": env,
                     "workingDir": c.spec.get("workingDir") or str(work),
                     "mounts": mounts,
-                    "preserve": [str(REPO)],
+                    "preserve": PRESERVE,
                 }
             )
         )

@@ -114,7 +114,7 @@ def test_pod_gets_env_volumes_init_output_and_in_cluster_api(cluster, namespace)
         namespace=namespace,
     )
     main = done.status.container_statuses[0].state.terminated
-    assert done.status.phase == "Succeeded", cluster.pod_log(namespace, "inspect", "main")
+    assert done.status.phase == "Succeeded", (main, cluster.pod_log(namespace, "inspect", "main"))
     assert done.status.init_container_statuses[0].state.terminated.exit_code == 0
     seen = json.loads(main.message)
     assert seen["env"] == {

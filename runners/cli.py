@@ -30,7 +30,7 @@ from kondense.runners.errors import (
     KondenseError,
 )
 from kondense.runners.report import Outcome, Report, Results, termination_message
-from kondense.runners.spec import CompressionJob, CompressionJobSpec
+from kondense.runners.spec import CompressionJob
 
 app = typer.Typer(
     name="kondense",
@@ -192,7 +192,7 @@ def run(
 def schema(
     format: Annotated[str, typer.Option("--format", "-f", help="json or yaml.")] = "json",
 ) -> None:
-    """Print the CompressionJob spec's OpenAPI v3 schema."""
+    """Print the CompressionJob spec's OpenAPI v3 schema (as in the CRD)."""
     document = openapi_schema()
     if format == "yaml":
         typer.echo(yaml.safe_dump(document, sort_keys=False), nl=False)
@@ -218,24 +218,12 @@ def crd(
     else:
         output.write_text(text, encoding="utf-8")
 
+
 def openapi_schema() -> dict[str, Any]:
-    """The spec's JSON schema with every $ref inlined: OpenAPI v3 as CRDs want it."""
-    raw = CompressionJobSpec.model_json_schema(by_alias=True, mode="validation")
-    definitions = raw.pop("$defs", {})
+    """The spec's structural OpenAPI v3 schema: the very one the CRD carries (CEL rules too)."""
+    from kondense.operator.crd import spec_schema
 
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                target = inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
-                extra = {k: inline(v) for k, v in node.items() if k != "$ref"}
-                return {**target, **extra}
-            return {k: inline(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [inline(v) for v in node]
-        return node
-
-    result: dict[str, Any] = inline(raw)
-    return result
+    return spec_schema()
 
 
 # --- run helpers -----------------------------------------------------------------------------

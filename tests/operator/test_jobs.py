@@ -1,0 +1,140 @@
+"""build_runner_job: the runner Job for one generation, as a pure manifest."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kondense.operator.config import DEFAULT_RUNNER_COMMAND, PoolConfig
+from kondense.operator.jobs import build_runner_job, pvc_claims, runner_job_name
+
+CPU = PoolConfig(
+    image="runner-cpu:1",
+    nodeSelector={"kondense.dev/pool": "cpu"},
+    resources={"requests": {"cpu": "1", "memory": "2Gi"}},
+)
+GPU = PoolConfig(
+    image="runner-gpu:1",
+    nodeSelector={"kondense.dev/pool": "gpu"},
+    tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    resources={"limits": {"nvidia.com/gpu": "1"}},
+)
+
+
+def cj(name: str = "bert-int8", generation: int = 3, **spec: Any) -> dict[str, Any]:
+    body = {
+        "model": {"uri": "s3://models/bert"},
+        "steps": [{"quantize": {"mode": "dynamic"}}],
+        "output": {"uri": "s3://out/bert"},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "kondense.dev/v1alpha1",
+        "kind": "CompressionJob",
+        "metadata": {"name": name, "namespace": "team", "uid": "u-1", "generation": generation},
+        "spec": body,
+    }
+
+
+def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = job["spec"]["template"]["spec"]
+    return spec
+
+
+def test_job_name_is_deterministic_per_generation() -> None:
+    first = build_runner_job(cj(generation=3), "cpu", CPU)
+    again = build_runner_job(cj(generation=3), "cpu", CPU)
+    assert first == again
+    assert first["metadata"]["name"] == "bert-int8-g3"
+    assert build_runner_job(cj(generation=4), "cpu", CPU)["metadata"]["name"] == "bert-int8-g4"
+
+
+def test_long_names_are_shortened_to_a_valid_label_value_and_stay_distinct() -> None:
+    a = runner_job_name("a" * 80, 12)
+    b = runner_job_name("a" * 79 + "b", 12)
+    assert len(a) <= 63 and a.endswith("-g12") and a != b
+
+
+def test_spec_travels_as_json_in_the_job_env_and_the_runner_reads_it() -> None:
+    job = build_runner_job(cj(), "cpu", CPU)
+    container = pod_spec(job)["containers"][0]
+    assert container["command"] == DEFAULT_RUNNER_COMMAND
+    env = {e["name"]: e["value"] for e in container["env"]}
+    manifest = json.loads(env["KONDENSE_JOB"])
+    assert manifest["spec"] == cj()["spec"]
+    assert manifest["metadata"]["generation"] == 3
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+
+
+def test_owner_reference_points_at_the_compression_job() -> None:
+    (owner,) = build_runner_job(cj(), "cpu", CPU)["metadata"]["ownerReferences"]
+    assert owner == {
+        "apiVersion": "kondense.dev/v1alpha1",
+        "kind": "CompressionJob",
+        "name": "bert-int8",
+        "uid": "u-1",
+        "controller": True,
+    }
+
+
+def test_deadline_from_timeout_bounded_retries_and_no_retry_for_bad_input() -> None:
+    job = build_runner_job(cj(timeoutSeconds=900), "cpu", CPU, backoff_limit=2)
+    assert job["spec"]["activeDeadlineSeconds"] == 900
+    assert job["spec"]["backoffLimit"] == 2
+    fail_job = job["spec"]["podFailurePolicy"]["rules"][0]
+    assert fail_job["action"] == "FailJob"
+    assert fail_job["onExitCodes"]["values"] == [2, 3]
+    assert pod_spec(job)["restartPolicy"] == "Never"
+
+
+def test_runner_pod_meets_the_restricted_pod_security_standard() -> None:
+    spec = pod_spec(build_runner_job(cj(), "cpu", CPU))
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] != 0
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    context = spec["containers"][0]["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    assert "/tmp" in mounts  # writable scratch despite the read-only root
+
+
+def test_pool_settings_place_the_pod_and_spec_resources_override() -> None:
+    job = build_runner_job(cj(resources={"cpu": "3", "memory": "6Gi"}), "gpu", GPU)
+    spec = pod_spec(job)
+    assert spec["nodeSelector"] == {"kondense.dev/pool": "gpu"}
+    assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
+    resources = spec["containers"][0]["resources"]
+    assert resources["limits"] == {"nvidia.com/gpu": "1", "cpu": "3", "memory": "6Gi"}
+    assert spec["containers"][0]["image"] == "runner-gpu:1"
+
+
+def test_pvc_uris_become_volumes_under_the_pvc_root_output_writable() -> None:
+    spec = {
+        "model": {"uri": "pvc://models/bert"},
+        "data": {"evaluation": {"uri": "pvc://models/eval.npz"}},
+        "output": {"uri": "pvc://results/bert"},
+    }
+    assert pvc_claims(spec) == {"models": False, "results": True}
+    job = build_runner_job(cj(**spec), "cpu", CPU)
+    volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
+    assert volumes["pvc-models"]["persistentVolumeClaim"] == {
+        "claimName": "models",
+        "readOnly": True,
+    }
+    mounts = {m["name"]: m for m in pod_spec(job)["containers"][0]["volumeMounts"]}
+    assert mounts["pvc-results"] == {
+        "name": "pvc-results",
+        "mountPath": "/mnt/pvc/results",
+        "readOnly": False,
+    }
+    env = {e["name"]: e["value"] for e in pod_spec(job)["containers"][0]["env"]}
+    assert env["KONDENSE_PVC_ROOT"] == "/mnt/pvc"
+
+
+def test_pool_command_override_replaces_the_runner_command() -> None:
+    pool = CPU.model_copy(update={"command": ["python", "-c", "pass"]})
+    job = build_runner_job(cj(), "cpu", pool)
+    assert pod_spec(job)["containers"][0]["command"] == ["python", "-c", "pass"]

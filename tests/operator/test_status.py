@@ -1,0 +1,163 @@
+"""compute_status: Job and pod observations -> phase, conditions, runner, results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kondense.operator.status import (
+    compute_status,
+    operator_failure,
+    recipe_summary,
+    status_patch,
+    transition,
+)
+from kondense.runners.report import Artifact, Figures, Outcome, Results, termination_message
+
+NOW = "2026-01-01T00:10:00Z"
+
+
+def cj(generation: int = 1, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": generation},
+        "spec": {"steps": [{"export": {}}, {"optimize": {}}, {"quantize": {"mode": "dynamic"}}]},
+        "status": status or {},
+    }
+
+
+def job(condition: str | None = None, reason: str = "", message: str = "") -> dict[str, Any]:
+    status: dict[str, Any] = {"startTime": "2026-01-01T00:00:00Z"}
+    if condition:
+        status["conditions"] = [
+            {
+                "type": condition,
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": "2026-01-01T00:05:00Z",
+            }
+        ]
+    if condition == "Complete":
+        status["completionTime"] = "2026-01-01T00:05:00Z"
+    return {"metadata": {"name": "m-g1"}, "status": status}
+
+
+def pod(name: str, phase: str, message: str | None = None, created: str = "1") -> dict[str, Any]:
+    state: dict[str, Any] = {"running": {}}
+    if phase in ("Succeeded", "Failed"):
+        state = {"terminated": {"exitCode": 0 if phase == "Succeeded" else 2}}
+        if message is not None:
+            state["terminated"]["message"] = message
+    return {
+        "metadata": {"name": name, "creationTimestamp": f"2026-01-01T00:0{created}:00Z"},
+        "spec": {"nodeName": "cpu-1"},
+        "status": {"phase": phase, "containerStatuses": [{"name": "runner", "state": state}]},
+    }
+
+
+FIGURES = Figures(bytes=400, latency_ms_p50=2.0, latency_ms_p95=3.0, throughput=500.0, metric=0.98)
+RESULTS = Results(
+    baseline=FIGURES.model_copy(update={"bytes": 1600, "latency_ms_p50": 4.0, "metric": 0.99}),
+    compressed=FIGURES,
+    metric_name="accuracy",
+    metric_drop=0.01,
+    size_ratio=4.0,
+    speedup=2.0,
+    device="cpu",
+    threads=1,
+    batch_size=1,
+)
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_no_job_yet_is_pending_and_reconciling() -> None:
+    status = compute_status(cj(), "cpu", None, [], NOW)
+    assert status["phase"] == "Pending"
+    assert conditions(status)["Reconciling"] == ("True", "CreatingJob")
+    assert conditions(status)["Ready"][0] == "False"
+    assert status["recipe"] == "export>optimize>int8-dynamic"
+    assert recipe_summary({"steps": [{"quantize": {"mode": "fp16"}}]}) == "fp16"
+
+
+def test_running_pod_gives_running_with_node_and_pool() -> None:
+    status = compute_status(cj(), "cpu", job(), [pod("p1", "Running")], NOW)
+    assert status["phase"] == "Running"
+    assert status["runner"] == {
+        "pool": "cpu",
+        "attempts": 1,
+        "job": "m-g1",
+        "pod": "p1",
+        "node": "cpu-1",
+    }
+    assert status["startTime"] == "2026-01-01T00:00:00Z"
+
+
+def test_completed_job_copies_results_and_artifacts_from_the_termination_message() -> None:
+    outcome = Outcome(
+        succeeded=True,
+        reason="Succeeded",
+        message="4.00x smaller",
+        results=RESULTS,
+        artifacts=[Artifact(name="model.onnx", uri="s3://o/model.onnx", sha256="ab", bytes=400)],
+    )
+    pods = [pod("p1", "Succeeded", termination_message(outcome))]
+    status = compute_status(cj(), "cpu", job("Complete"), pods, NOW)
+    assert status["phase"] == "Succeeded"
+    assert conditions(status)["Ready"] == ("True", "Succeeded")
+    assert conditions(status)["Succeeded"][0] == "True"
+    assert conditions(status)["Reconciling"][0] == "False"
+    assert status["results"]["sizeRatio"] == 4.0 and status["results"]["speedup"] == 2.0
+    assert status["artifacts"][0]["name"] == "model.onnx"
+    assert status["completionTime"] == "2026-01-01T00:05:00Z"
+
+
+def test_bad_input_failure_carries_the_runners_reason_and_message() -> None:
+    outcome = Outcome(succeeded=False, reason="BadInput", message="spec.model.uri: no such file")
+    pods = [pod("p1", "Failed", termination_message(outcome))]
+    status = compute_status(cj(), "cpu", job("Failed", "PodFailurePolicy", "exit 2"), pods, NOW)
+    assert status["phase"] == "Failed"
+    assert status["reason"] == "BadInput"
+    assert status["message"] == "spec.model.uri: no such file"
+    assert conditions(status)["Stalled"] == ("True", "BadInput")
+    assert conditions(status)["Failed"] == ("True", "BadInput")
+    assert conditions(status)["Ready"] == ("False", "BadInput")
+
+
+def test_deadline_is_reported_as_such_even_with_a_runner_message() -> None:
+    pods = [pod("p1", "Failed", "kondense: exporting (1/3)")]
+    status = compute_status(cj(), "cpu", job("Failed", "DeadlineExceeded", "too long"), pods, NOW)
+    assert status["reason"] == "DeadlineExceeded"
+    assert "kondense: exporting" in status["message"]
+
+
+def test_retried_job_reports_the_latest_pod_and_the_attempt_count() -> None:
+    pods = [pod("p1", "Failed", created="1"), pod("p2", "Running", created="2")]
+    status = compute_status(cj(), "cpu", job(), pods, NOW)
+    assert status["runner"]["pod"] == "p2" and status["runner"]["attempts"] == 2
+    assert "attempt 2" in status["message"]
+
+
+def test_condition_transition_time_moves_only_when_its_status_changes() -> None:
+    first = compute_status(cj(), "cpu", job(), [pod("p1", "Running")], "2026-01-01T00:01:00Z")
+    second = compute_status(cj(status=first), "cpu", job(), [pod("p1", "Running")], NOW)
+    times = {c["type"]: c["lastTransitionTime"] for c in second["conditions"]}
+    assert times["Reconciling"] == "2026-01-01T00:01:00Z"
+    assert status_patch(first, second) is None
+    assert transition(first, second) is None
+
+
+def test_new_generation_drops_old_results_and_posts_an_event() -> None:
+    done = {"observedGeneration": 1, "phase": "Succeeded", "reason": "Succeeded", "results": {}}
+    status = compute_status(cj(generation=2, status=done), "cpu", None, [], NOW)
+    patch = status_patch(done, status)
+    assert patch is not None and patch["results"] is None and patch["observedGeneration"] == 2
+    moved = transition(done, status)
+    assert moved is not None and moved.type == "Normal" and "generation 2" in moved.message
+
+
+def test_failure_event_is_a_warning() -> None:
+    failed = operator_failure(cj(), "tpu", "UnknownNodePool", "spec.nodePool: no pool", NOW)
+    moved = transition({}, failed)
+    assert moved is not None and moved.type == "Warning" and moved.reason == "UnknownNodePool"

@@ -22,7 +22,7 @@ ENV PATH=/opt/kondense/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 # A numeric non-root user, so `runAsNonRoot: true` can verify it without a passwd lookup.
-RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp kondense
-USER 10001:10001
+RUN useradd --uid 65532 --user-group --no-create-home --home-dir /tmp kondense
+USER 65532:65532
 EXPOSE 8080 8081
 ENTRYPOINT ["kondense-operator"]

@@ -28,6 +28,6 @@ ENV PATH=/opt/kondense/bin:$PATH \
     HOME=/tmp \
     HF_HOME=/tmp/hf \
     HF_HUB_OFFLINE=1
-RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp kondense
-USER 10001:10001
+RUN useradd --uid 65532 --user-group --no-create-home --home-dir /tmp kondense
+USER 65532:65532
 ENTRYPOINT ["kondense"]

@@ -104,14 +104,44 @@ def test_servicemonitor_is_off_by_default_and_scrapes_the_metrics_service(helm_b
 
 
 def test_pool_values_reach_the_operator_config(helm_bin: Path) -> None:
+    from kondense.operator.config import parse_config
+
     objects = render(helm_bin, *values_args("custom-pools"))
     (config_map,) = by_kind(objects, "ConfigMap")
-    pools = yaml.safe_load(config_map["data"]["config.yaml"])["pools"]
+    # The operator's own parser reads what the chart renders.
+    config = parse_config(yaml.safe_load(config_map["data"]["config.yaml"]), "config.yaml")
+    pools = config.pools
     assert set(pools) == {"cpu", "gpu", "arm"}
-    assert pools["gpu"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
-    assert pools["gpu"]["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert pools["cpu"]["tolerations"][0]["value"] == "compression"
-    assert pools["arm"]["image"].endswith("-arm64")
+    assert pools["gpu"].node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    # `nvidia.com/gpu: 1` (an integer in values) reaches the operator as the quantity "1".
+    assert pools["gpu"].resources["limits"]["nvidia.com/gpu"] == "1"
+    assert pools["cpu"].tolerations[0]["value"] == "compression"
+    assert pools["arm"].image.endswith("-arm64")
+    assert config.backoff_limit == 2
+
+
+@pytest.mark.parametrize("files", COMBINATIONS.values(), ids=COMBINATIONS.keys())
+def test_operator_reads_the_rendered_config_of_every_combination(
+    helm_bin: Path, files: list[str]
+) -> None:
+    from kondense.operator.config import parse_config
+
+    (config_map,) = by_kind(render(helm_bin, *values_args(*files)), "ConfigMap")
+    config = parse_config(yaml.safe_load(config_map["data"]["config.yaml"]), "config.yaml")
+    assert {"cpu", "gpu"} <= set(config.pools)
+
+
+def test_operator_args_are_ones_the_operator_accepts(helm_bin: Path) -> None:
+    from kondense.operator.main import parse_args
+
+    for files in (["namespaced"], []):
+        (container,) = _operator(render(helm_bin, *values_args(*files)))["spec"]["template"][
+            "spec"
+        ]["containers"]
+        args = parse_args(container["args"])
+        assert str(args.config) == "/etc/kondense/config.yaml"
+        assert args.health_port == 8081 and args.metrics_port == 8080
+        assert args.namespace == (["team-a", "team-b"] if files else [])
 
 
 def test_pool_change_rolls_the_operator(helm_bin: Path) -> None:

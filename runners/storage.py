@@ -146,8 +146,9 @@ def publish(local_dir: Path, uri: str) -> list[Artifact]:
     """Copy every file of `local_dir` to `uri` and return what was published (report.json too).
 
     A reader never sees a half-written output that looks complete: locally the files are
-    staged beside the destination and moved into place in one rename; on S3 any old
-    report.json is removed first and the new one is uploaded last, so its presence means
+    staged beside the destination and moved into place in one rename (into a mounted claim's
+    root, which cannot be renamed, they are copied in place); there and on S3 any old
+    report.json is removed first and the new one is written last, so its presence means
     everything it lists is there.
     """
     kind = scheme(uri)
@@ -172,6 +173,10 @@ def publish(local_dir: Path, uri: str) -> list[Artifact]:
 
 
 def _publish_local(local_dir: Path, target: Path) -> None:
+    if os.path.ismount(target) or (target.exists() and not os.access(target.parent, os.W_OK)):
+        # A claim's root (pvc://claim) cannot be renamed: fill it in place, report last.
+        _publish_in_place(local_dir, target)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
     shutil.copytree(local_dir, staging)
@@ -184,6 +189,21 @@ def _publish_local(local_dir: Path, target: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         staging.rename(target)
+
+
+def _publish_in_place(local_dir: Path, target: Path) -> None:
+    """Copy into an existing folder: the old report.json goes first, the new one comes last."""
+    (target / REPORT_NAME).unlink(missing_ok=True)
+    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        name = path.relative_to(local_dir)
+        if name.as_posix() == REPORT_NAME:
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / name)
+    if (local_dir / REPORT_NAME).is_file():
+        partial = target / f".{REPORT_NAME}.partial"
+        shutil.copyfile(local_dir / REPORT_NAME, partial)
+        partial.rename(target / REPORT_NAME)
 
 
 def _publish_remote(local_dir: Path, uri: str, artifacts: list[Artifact]) -> None:

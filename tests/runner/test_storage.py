@@ -136,3 +136,22 @@ def test_http_fetch_of_a_missing_file_is_bad_input(
     _, base = http_root
     with pytest.raises(BadInput, match=r"absent\.onnx"):
         storage.fetch(f"{base}/absent.onnx", tmp_path / "dl")
+
+
+def test_publishing_into_a_mounted_claim_root_replaces_the_report_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim's root is a mount point and cannot be renamed; files are copied in place.
+    claim = tmp_path / "mnt" / "results"
+    claim.mkdir(parents=True)
+    (claim / "report.json").write_text('{"old": true}')
+    inode = claim.stat().st_ino
+    real_ismount = storage.os.path.ismount
+    monkeypatch.setattr(storage.os.path, "ismount", lambda p: Path(p) == claim or real_ismount(p))
+    monkeypatch.setenv("KONDENSE_PVC_ROOT", str(tmp_path / "mnt"))
+    artifacts = storage.publish(make_output(tmp_path / "staged"), "pvc://results")
+    assert json.loads((claim / "report.json").read_text()) == {"accepted": True}
+    assert {a.name for a in artifacts} == {"model.onnx", "tokenizer.json", "report.json"}
+    assert [p.name for p in claim.iterdir() if p.name.startswith(".")] == []
+    assert claim.stat().st_ino == inode, "the mounted folder itself must stay in place"
+    assert (claim / "model.onnx").is_file()

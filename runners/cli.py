@@ -312,6 +312,8 @@ def _progress() -> _Progress:
 def _smaller(before: float, after: float) -> str:
     if before <= 0 or after <= 0:
         return ""
+    if before == after:
+        return "same"
     return f"{before / after:.2f}x smaller" if after <= before else f"{after / before:.2f}x larger"
 
 

@@ -56,10 +56,14 @@ def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarr
     return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
 
 
-def metric_name(metric: Metric, task: Task, has_labels: bool) -> str:
-    """The metric `auto` stands for, or the one asked for (accuracy needs labels)."""
+def metric_name(metric: Metric, task: Task, has_labels: bool, classes: int = 2) -> str:
+    """The metric `auto` stands for, or the one asked for (accuracy needs labels).
+
+    `classes` is the width of the model's output per sample: a generic model with a single
+    output value (a regressor) has no top class to agree on, so it is compared by cosine.
+    """
     if metric == Metric.auto:
-        if task == Task.text_embedding:
+        if task == Task.text_embedding or (task == Task.generic and classes < 2):
             return COSINE
         return ACCURACY if has_labels else AGREEMENT
     if metric == Metric.accuracy and not has_labels:
@@ -116,8 +120,8 @@ def evaluate_pair(
         if batch.labels is not None:
             labels.append(batch.labels)
     has_labels = len(labels) == len(batch_list)
-    name = metric_name(metric, task, has_labels)
     a, b = np.concatenate(base_out), np.concatenate(result_out)
+    name = metric_name(metric, task, has_labels, classes=a.reshape(len(a), -1).shape[1])
     if name == COSINE:
         return Evaluation(name, 1.0, mean_cosine(a, b), len(a))
     if name == AGREEMENT:

@@ -53,6 +53,7 @@ def test_auto_metric_follows_the_task_and_the_labels() -> None:
     assert metric_name(Metric.auto, Task.image_classification, has_labels=True) == "accuracy"
     assert metric_name(Metric.auto, Task.text_classification, has_labels=False) == "agreement"
     assert metric_name(Metric.auto, Task.generic, has_labels=False) == "agreement"
+    assert metric_name(Metric.auto, Task.generic, has_labels=False, classes=1) == "cosine"
 
 
 def test_accuracy_without_labels_is_refused_naming_the_field() -> None:

@@ -244,6 +244,66 @@ def onnx_size_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
+# protobuf cannot serialise a message over 2 GB: weights beyond this go to one file beside it.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of tensor data held inside the model proto (external data not counted)."""
+    return sum(len(t.raw_data) + 4 * len(t.float_data) for t in iter_tensors(model))
+
+
+def save_onnx(model: onnx.ModelProto, path: Path, *, external: bool | None = None) -> Path:
+    """Save `model` at `path`; over 1.8 GB of weights (or `external`) go to `<name>.data`."""
+    import onnx
+
+    if external is None:
+        external = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    if external:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=1024,
+        )
+    else:
+        onnx.save_model(model, str(path))
+    return path
+
+
+def external_data_files(path: Path) -> list[Path]:
+    """The external-data files the ONNX model at `path` refers to."""
+    import onnx
+
+    model = onnx.load_model(str(path), load_external_data=False)
+    files = {
+        (path.parent / entry.value).resolve()
+        for tensor in iter_tensors(model)
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return sorted(files)
+
+
+def consolidate_external_data(path: Path) -> None:
+    """Rewrite a model whose weights are spread over external files (torch's exporters write
+    them) so they sit in one `<name>.data` file beside it, or inside the model when under
+    1.8 GB; a model without external data is untouched."""
+    import onnx
+
+    files = external_data_files(path)
+    if not files:
+        return
+    model = onnx.load_model(str(path), load_external_data=True)
+    for file in files:
+        file.unlink(missing_ok=True)
+    save_onnx(model, path)
+
+
 # --- torch -----------------------------------------------------------------------------------
 
 

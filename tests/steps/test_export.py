@@ -1,0 +1,158 @@
+"""export: every PyTorch format becomes ONNX that computes what torch computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from fixtures.models import (
+    DIGITS_INPUTS,
+    SENTENCES,
+    mean_cosine,
+    run_onnx,
+    sentence_batch,
+    step_context,
+)
+
+from kondense.runners import model_io
+from kondense.runners.errors import BadInput
+from kondense.runners.spec import ExportConfig, ModelFormat
+from kondense.runners.steps import Model, load_step
+
+export = load_step("export")
+
+
+def _torch_logits(module: Any, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return np.asarray(module(torch.from_numpy(x)).numpy())
+
+
+def _assert_digits_onnx_matches(path: Path, digits_cnn: Any, digits: dict) -> None:
+    x = digits["x_test"][:37]  # a batch size the export never saw: the batch axis is dynamic
+    got = run_onnx(path, {"pixel_values": x})
+    np.testing.assert_allclose(got, _torch_logits(digits_cnn, x), atol=1e-4)
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["pixel_values"]
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert onnx.load(str(path)).opset_import[0].version == 17
+
+
+def test_in_memory_module_exports_with_a_dynamic_batch(
+    digits_onnx: Path, digits_cnn: Any, digits: dict
+) -> None:
+    _assert_digits_onnx_matches(digits_onnx, digits_cnn, digits)
+
+
+def test_torchscript_exports_and_matches_torch(
+    digits_cnn_torchscript: Path, digits_cnn: Any, digits: dict, tmp_path: Path
+) -> None:
+    ctx = step_context(tmp_path, inputs=DIGITS_INPUTS)
+    model = Model(path=digits_cnn_torchscript, format=ModelFormat.torchscript)
+    result = export(model, ExportConfig(), ctx)
+    assert result.format is ModelFormat.onnx
+    _assert_digits_onnx_matches(result.path, digits_cnn, digits)
+
+
+def test_exported_program_exports_from_its_own_example_inputs(
+    digits_cnn_pt2: Path, digits_cnn: Any, digits: dict, tmp_path: Path
+) -> None:
+    # No spec.model.inputs: the .pt2 archive's saved example inputs are enough.
+    ctx = step_context(tmp_path)
+    model = Model(path=digits_cnn_pt2, format=ModelFormat.exported_program)
+    result = export(model, ExportConfig(), ctx)
+    _assert_digits_onnx_matches(result.path, digits_cnn, digits)
+
+
+def test_opset_is_configurable(digits_cnn: Any, tmp_path: Path) -> None:
+    ctx = step_context(tmp_path, inputs=DIGITS_INPUTS)
+    model = Model(path=tmp_path / "mem", format=ModelFormat.torchscript, module=digits_cnn)
+    result = export(model, ExportConfig(opset=18), ctx)
+    assert onnx.load(str(result.path)).opset_import[0].version == 18
+
+
+def test_onnx_input_passes_through_after_the_checker(tiny_onnx: Path, tmp_path: Path) -> None:
+    model = Model(path=tiny_onnx, format=ModelFormat.onnx)
+    assert export(model, ExportConfig(), step_context(tmp_path)) == model
+    tiny_onnx.write_bytes(b"\x08\x07garbage" * 5)
+    with pytest.raises(BadInput, match="ONNX"):
+        export(model, ExportConfig(), step_context(tmp_path))
+
+
+def test_module_without_declared_inputs_is_refused_with_the_field(
+    digits_cnn: Any, tmp_path: Path
+) -> None:
+    model = Model(path=tmp_path / "mem", format=ModelFormat.torchscript, module=digits_cnn)
+    with pytest.raises(BadInput, match=r"spec\.model\.inputs"):
+        export(model, ExportConfig(), step_context(tmp_path))
+
+
+def test_minilm_exports_sentence_embeddings_with_dynamic_batch_and_sequence(
+    minilm_onnx: Model, minilm_dir: Path
+) -> None:
+    assert minilm_onnx.assets is not None
+    for name in ("tokenizer.json", "config.json", "modules.json", "1_Pooling/config.json"):
+        assert (minilm_onnx.assets / name).is_file(), name
+    graph = onnx.load(str(minilm_onnx.path)).graph
+    assert [o.name for o in graph.output] == ["sentence_embedding"]
+    dims = [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+
+    module = model_io.load_torch_module(
+        Model(path=minilm_dir, format=ModelFormat.huggingface), minilm_onnx_task()
+    )
+    for length in (16, 48):
+        feeds = sentence_batch(minilm_dir, SENTENCES[:3], length)
+        got = run_onnx(minilm_onnx.path, feeds)
+        with torch.no_grad():
+            names = model_io.module_signature(module, None)
+            want = module(*[torch.from_numpy(feeds[n]) for n in names]).numpy()
+        assert got.shape == (3, 384)
+        assert mean_cosine(got, want) > 0.99999
+
+
+def minilm_onnx_task() -> Any:
+    from kondense.runners.spec import Task
+
+    return Task.text_embedding
+
+
+def _spread_over_files(tiny_onnx: Path, folder: Path) -> Path:
+    folder.mkdir()
+    spread = folder / "model.onnx"
+    onnx.save(
+        onnx.load(str(tiny_onnx)),
+        str(spread),
+        save_as_external_data=True,
+        all_tensors_to_one_file=False,
+        size_threshold=0,
+    )
+    assert len(model_io.external_data_files(spread)) == 4
+    return spread
+
+
+def test_large_model_weights_go_to_one_external_file(
+    tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch writes one file per tensor for >2 GB models; export leaves one data file beside.
+    monkeypatch.setattr(model_io, "EXTERNAL_DATA_THRESHOLD", 0)  # "large" = any weights
+    spread = _spread_over_files(tiny_onnx, tmp_path / "m")
+    model_io.consolidate_external_data(spread)
+    assert [p.name for p in model_io.external_data_files(spread)] == ["model.onnx.data"]
+    assert sorted(p.name for p in spread.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
+    model_io.check_onnx(spread)
+    x = np.ones((2, 16), np.float32)
+    np.testing.assert_allclose(run_onnx(spread, {"x": x}), run_onnx(tiny_onnx, {"x": x}))
+
+
+def test_small_model_weights_are_kept_inside_the_model_file(
+    tiny_onnx: Path, tmp_path: Path
+) -> None:
+    spread = _spread_over_files(tiny_onnx, tmp_path / "m")
+    model_io.consolidate_external_data(spread)
+    assert [p.name for p in spread.parent.iterdir()] == ["model.onnx"]
+    x = np.ones((2, 16), np.float32)
+    np.testing.assert_allclose(run_onnx(spread, {"x": x}), run_onnx(tiny_onnx, {"x": x}))

@@ -3,6 +3,7 @@
 # and prints that bin directory. A cache hit costs nothing; a pin change builds afresh.
 #   tests/cluster/build.sh          build if missing, print the bin dir
 #   tests/cluster/build.sh --dir    print the bin dir only (no build)
+# GO=/path/to/go selects the toolchain (default: go on PATH, then /usr/local/go/bin/go).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache_root="${KONDENSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kondense}"
@@ -16,9 +17,9 @@ cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
 if [[ "${1:-}" == "--dir" ]]; then echo "$bin"; exit 0; fi
 if [[ -f "$bin/.complete" ]]; then echo "$bin"; exit 0; fi
 
-go="$(command -v go || true)"
+go="${GO:-$(command -v go || true)}"
 [[ -z "$go" && -x /usr/local/go/bin/go ]] && go=/usr/local/go/bin/go
-if [[ -z "$go" ]]; then
+if [[ -z "$go" || ! -x "$(command -v "$go" || true)" ]]; then
 	echo "error: the local Kubernetes control plane is built from source and needs the Go" \
 		"toolchain (>= 1.24) on PATH; install it from https://go.dev/dl/ and retry." >&2
 	exit 1
@@ -41,7 +42,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
 	ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
-CGO_ENABLED=0 "$go" build -trimpath -ldflags="$ldflags" -o "$bin/" \
+CGO_ENABLED=0 "$go" build -buildvcs=false -trimpath -ldflags="$ldflags" -o "$bin/" \
 	k8s.io/kubernetes/cmd/kube-apiserver \
 	k8s.io/kubernetes/cmd/kube-controller-manager \
 	k8s.io/kubernetes/cmd/kube-scheduler \

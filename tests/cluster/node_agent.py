@@ -250,6 +250,7 @@ class PodWorker(threading.Thread):
         self.deleted = threading.Event()
         self.grace = 30.0
         self.lock = threading.Lock()
+        self.report_lock = threading.Lock()
         self.placeholders: list[Path] = []
         self.phase = "Pending"
         self.message = ""
@@ -684,6 +685,11 @@ class PodWorker(threading.Thread):
     # --- status ----------------------------------------------------------------------------
 
     def report(self) -> None:
+        # One report at a time, each computed from the state at send time: the last wins.
+        with self.report_lock:
+            self._report()
+
+    def _report(self) -> None:
         main_ready = all("running" in c.state for c in self.containers)
         ready = "True" if self.phase == "Running" and main_ready else "False"
         t = now()

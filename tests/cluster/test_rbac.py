@@ -24,7 +24,7 @@ def list_when_allowed(api: client.CoreV1Api, namespace: str, timeout: float = 10
             time.sleep(0.1)
 
 
-def test_service_account_needs_a_role_to_list_pods(cluster, namespace):
+def test_service_account_needs_a_role_to_list_pods(cluster, namespace, tmp_path):
     core = client.CoreV1Api(cluster.api_client)
     rbac = client.RbacAuthorizationV1Api(cluster.api_client)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "reader"}})
@@ -58,6 +58,9 @@ def test_service_account_needs_a_role_to_list_pods(cluster, namespace):
         },
     )
     assert list_when_allowed(as_reader, namespace).items == []
+    kubeconfig = cluster.service_account_kubeconfig(namespace, "reader", tmp_path / "reader")
+    can_i = cluster.kubectl_run("--kubeconfig", str(kubeconfig), "auth", "can-i", "list", "pods")
+    assert can_i.stdout.strip() == "yes"
     with pytest.raises(ApiException) as still_denied:  # the Role grants pods, not secrets
         as_reader.list_namespaced_secret(namespace)
     assert still_denied.value.status == 403

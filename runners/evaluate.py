@@ -121,10 +121,15 @@ def evaluate_pair(
             labels.append(batch.labels)
     has_labels = len(labels) == len(batch_list)
     a, b = np.concatenate(base_out), np.concatenate(result_out)
+    samples = len(a)
     name = metric_name(metric, task, has_labels, classes=a.reshape(len(a), -1).shape[1])
     if name == COSINE:
-        return Evaluation(name, 1.0, mean_cosine(a, b), len(a))
+        if a.reshape(len(a), -1).shape[1] == 1:
+            # One value per sample: the cosine of two scalars is only their sign, so the
+            # outputs over all samples are compared as one vector.
+            a, b = a.reshape(1, -1), b.reshape(1, -1)
+        return Evaluation(name, 1.0, mean_cosine(a, b), samples)
     if name == AGREEMENT:
-        return Evaluation(name, 1.0, agreement(a, b), len(a))
+        return Evaluation(name, 1.0, agreement(a, b), samples)
     y = np.concatenate(labels)
-    return Evaluation(name, top1_accuracy(a, y), top1_accuracy(b, y), len(a))
+    return Evaluation(name, top1_accuracy(a, y), top1_accuracy(b, y), samples)

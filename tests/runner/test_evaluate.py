@@ -100,3 +100,52 @@ def test_cpu_is_picked_when_no_cuda_provider_is_available() -> None:
     device = pick_device()
     expected = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
     assert device.name == expected
+
+
+def build_regressor(path: Path, scale: float) -> Path:
+    """y = scale * sum(x): one output value per sample."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.full((16, 1), scale, np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "regressor",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_single_output_models_are_compared_over_all_samples_not_by_sign(tmp_path: Path) -> None:
+    base = build_regressor(tmp_path / "a.onnx", 1.0)
+    inputs = np.random.default_rng(0).random((8, 16), dtype=np.float32)
+    batches = [Batch(inputs={"x": inputs}, labels=None)]
+    same = evaluate_pair(
+        base, base, batches, task=Task.generic, metric=Metric.auto, threads=1, device=CPU
+    )
+    assert (same.metric_name, same.compressed) == ("cosine", pytest.approx(1.0))
+    # A model whose outputs are all positive but differently ordered must not score 1.
+    other = tmp_path / "b.onnx"
+    build_regressor(other, 1.0)
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(other))
+    model.graph.node.append(helper.make_node("Reciprocal", ["y"], ["z"]))
+    model.graph.output[0].name = "z"
+    onnx.save(model, str(other))
+    scored = evaluate_pair(
+        base,
+        other,
+        batches,
+        task=Task.generic,
+        metric=Metric.auto,
+        threads=1,
+        device=CPU,
+    )
+    assert scored.metric_name == "cosine" and scored.compressed < 0.999

@@ -1024,10 +1024,20 @@ class NodeAgent:
         self.stopped.set()
         with self.workers_lock:
             workers = list(self.workers.values())
+        procs = []
         for w in workers:
-            w.grace = 5
             w.stopping.set()
-            w.kill_all()
+            procs += [c.proc for c in w.init_containers + w.containers if c.proc]
+        live = [p for p in procs if p.poll() is None]
+        for p in live:
+            signal_group(p, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for p in live:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for p in live:
+            signal_group(p, signal.SIGKILL)
+            p.wait()
         for w in workers:
             self.placeholders.release(w.placeholders)
             w.placeholders = []

@@ -110,10 +110,13 @@ def restricted_pod(name: str) -> dict:
     }
 
 
-def test_restricted_namespace_refuses_privileged_pod_and_admits_compliant_one(cluster, namespace):
+def test_restricted_namespace_refuses_privileged_pod_and_admits_compliant_one(
+    cluster, restricted_namespace
+):
+    namespace = restricted_namespace
     core = client.CoreV1Api(cluster.api_client)
-    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
-    core.patch_namespace(namespace, {"metadata": {"labels": labels}})
+    labels = core.read_namespace(namespace).metadata.labels
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
     privileged = restricted_pod("privileged")
     privileged["spec"]["containers"][0]["securityContext"] = {"privileged": True}

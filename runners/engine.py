@@ -147,11 +147,13 @@ def _load_model(spec: CompressionJobSpec, work: Path) -> Model:
     return Model(path=path, format=detected, assets=assets)
 
 
-def _export(model: Model, config: ExportConfig, spec: CompressionJobSpec, work: Path) -> Model:
+def _export(
+    model: Model, config: ExportConfig, spec: CompressionJobSpec, work: Path, run: _Run
+) -> Model:
     exports = work / "exports"
     exports.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=exports))
-    ctx = StepContext(spec=spec, workdir=workdir)
+    ctx = StepContext(spec=spec, workdir=workdir, progress=run.progress)
     return load_step("export")(model, config, ctx)
 
 
@@ -165,7 +167,7 @@ def _baseline(
     config = first.export if first.export is not None else ExportConfig()
     run.progress("export baseline to ONNX", 0, None)
     started = time.perf_counter()
-    baseline = _export(original, config, spec, work)
+    baseline = _export(original, config, spec, work, run)
     return baseline, time.perf_counter() - started
 
 
@@ -187,7 +189,11 @@ def _run_steps(
             run.record("export", export_seconds, {"reusedFor": "baseline"})
             current = baseline
             continue
-        if name in ONNX_STEPS and current.format != ModelFormat.onnx:
+        if name in ONNX_STEPS and current is original and original.format != ModelFormat.onnx:
+            # The baseline is the original exported with default settings: no second export.
+            run.record("export", export_seconds, {"auto": f"baseline export reused before {name}"})
+            current = baseline
+        elif name in ONNX_STEPS and current.format != ModelFormat.onnx:
             current = _auto_export(current, spec, work, run, before=name)
         notes: dict[str, Any] = {}
         workdir = work / "steps" / f"{index:02d}-{name}"
@@ -208,7 +214,7 @@ def _auto_export(
     current: Model, spec: CompressionJobSpec, work: Path, run: _Run, *, before: str
 ) -> Model:
     started = time.perf_counter()
-    exported = _export(current, ExportConfig(), spec, work)
+    exported = _export(current, ExportConfig(), spec, work, run)
     run.record(
         "export",
         time.perf_counter() - started,

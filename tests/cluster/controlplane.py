@@ -12,6 +12,7 @@ ports picked at start-up and recorded in .cluster/state.json. The admin kubeconf
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -400,11 +401,41 @@ def stop_processes(state: dict) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def stop_orphaned_pods() -> None:
+    """Kill pod processes a dead node agent left behind (it records pid and start time)."""
+    for pid_file in STATE_DIR.glob("pods/*/containers/*/pid"):
+        try:
+            pid_text, start = pid_file.read_text().split()
+            pid = int(pid_text)
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if stat.rsplit(")", 1)[1].split()[19] == start:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def remove_placeholders() -> None:
+    """Remove mount points a dead node agent created on the host, if still empty."""
+    try:
+        paths = [Path(p) for p in (STATE_DIR / "placeholders").read_text().splitlines() if p]
+    except OSError:
+        return
+    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            if path.is_dir():
+                path.rmdir()
+            elif path.stat().st_size == 0:
+                path.unlink()
+
+
 def down(quiet: bool = False) -> None:
     repo_lock()
     state = load_state()
     if state is not None:
         stop_processes(state)
+    stop_orphaned_pods()
+    remove_placeholders()
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     if not quiet:
         print("cluster down")

@@ -170,9 +170,13 @@ def parse_quantity(q: str) -> float:
 class Placeholders:
     """Mount targets created on the host for running pods, removed when the last user ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, record: Path) -> None:
         self.lock = threading.Lock()
         self.users: dict[Path, int] = {}
+        self.record = record  # read by `make cluster-down` if this agent dies
+
+    def _save(self) -> None:
+        self.record.write_text("".join(f"{p}\n" for p in self.users))
 
     def acquire(self, target: Path, is_file: bool) -> list[Path]:
         """Create what is missing of target's path; return the placeholders it now holds."""
@@ -188,6 +192,7 @@ class Placeholders:
             held = [p for p in [target, *target.parents] if p in self.users]
             for p in held:
                 self.users[p] += 1
+            self._save()
             return held
 
     def release(self, paths: list[Path]) -> None:
@@ -201,6 +206,7 @@ class Placeholders:
                         path.rmdir() if path.is_dir() else path.unlink()
                     except OSError as exc:
                         log.warning("could not remove placeholder %s: %s", path, exc)
+            self._save()
 
 
 class Container:
@@ -418,6 +424,8 @@ class PodWorker(threading.Thread):
                     close_fds=True,
                 )
         c.started_at = now()
+        # Lets `make cluster-down` stop it even if this agent died (see controlplane.py).
+        (cdir / "pid").write_text(f"{c.proc.pid} {process_start_time(c.proc.pid)}\n")
         c.state = {"running": {"startedAt": c.started_at}}
         if not c.init:
             self.phase = "Running"
@@ -756,6 +764,13 @@ def write_items(dest: Path, data: dict[str, bytes], items: list | None, mode: in
         write_file(dest / item["path"], data[item["key"]], item.get("mode", mode))
 
 
+def process_start_time(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
 def signal_group(proc: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
@@ -768,7 +783,7 @@ class NodeAgent:
         self.state_dir = state_dir
         self.workers: dict[str, PodWorker] = {}
         self.workers_lock = threading.Lock()
-        self.placeholders = Placeholders()
+        self.placeholders = Placeholders(state_dir / "placeholders")
         self.stopped = threading.Event()
 
     def allocatable(self, node: str, resource: str) -> str:

@@ -43,8 +43,6 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-
 
 # --- reading manifests -----------------------------------------------------------------------
 

@@ -29,19 +29,34 @@ _ORT_TO_NUMPY = {
 }
 
 
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Whole CPUs a cgroup CPU quota allows (v2 cpu.max or v1 cfs quota), None when unlimited.
+
+    A container's `resources.limits.cpu` shows up here, not in the affinity mask.
+    """
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return max(1, math.ceil(quota_us / period_us)) if quota_us > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
 def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
+    limit = cgroup_cpu_limit()
+    return max(1, min(cpus, limit) if limit else cpus)
 
 
 def resolve_threads(requested: int) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kondense.runners.benchmark import benchmark_models, summarize
-from kondense.runners.inference import Device, available_cpus, resolve_threads
+from kondense.runners.inference import Device, available_cpus, cgroup_cpu_limit, resolve_threads
 
 CPU = Device("cpu", "CPUExecutionProvider")
 
@@ -36,3 +36,16 @@ def test_zero_threads_means_the_cpus_this_process_may_use() -> None:
     assert resolve_threads(3) == 3
     assert resolve_threads(0) == available_cpus()
     assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
+
+
+def test_a_cgroup_cpu_quota_caps_the_thread_count(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_limit(tmp_path) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(tmp_path) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(v1) == 3
+    assert cgroup_cpu_limit(tmp_path / "absent") is None

@@ -153,3 +153,16 @@ def test_declared_format_contradicting_the_file_is_refused(tiny_onnx: Path) -> N
     result = runner.invoke(app, ["run", str(write_manifest(tmp / "job.yaml", doc))])
     assert result.exit_code == 2
     assert "spec.model.format" in result.output and "onnx" in result.output
+
+
+def test_calibration_arrays_not_matching_are_refused_before_any_step(tiny_onnx: Path) -> None:
+    data = tiny_onnx.parent / "calibration.npz"
+    np.savez(data, pixel_values=np.zeros((4, 16), np.float32))
+    output = run_expecting_failure(
+        tiny_onnx.parent,
+        tiny_onnx,
+        [{"quantize": {"mode": "static"}}],
+        data={"calibration": {"uri": str(data)}},
+    )
+    assert "calibration.npz" in output and "pixel_values" in output and "'x'" in output
+    assert "step 1/1" not in output

@@ -346,7 +346,11 @@ def load_huggingface(path: Path, task: Task) -> torch.nn.Module:
     }.get(task, transformers.AutoModel)
     try:
         module = auto.from_pretrained(
-            str(path), use_safetensors=True, trust_remote_code=False, local_files_only=True
+            str(path),
+            use_safetensors=True,
+            trust_remote_code=False,
+            local_files_only=True,
+            attn_implementation="eager",
         )
     except (OSError, ValueError) as error:
         raise BadInput(
@@ -432,6 +436,11 @@ def _is_huggingface(module: Any) -> bool:
 def wrap_huggingface(module: Any, assets: Path | None, task: Task) -> torch.nn.Module:
     """`module` (a transformers model) as an `hf_tensor_module` for `task`."""
     names = hf_input_names(module, assets)
+    # Eager attention traces to the MatMul/Softmax pattern ONNX Runtime's transformer fusion
+    # recognises; SDPA (the transformers default) exports a graph it cannot fuse.
+    if hasattr(module, "set_attn_implementation"):
+        with contextlib.suppress(Exception):
+            module.set_attn_implementation("eager")
     pooling = sentence_pooling(assets) if task is Task.text_embedding and assets else None
     return hf_tensor_module(module, names, pooling).eval()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -169,6 +170,7 @@ def run(
         code = error.exit_code
         outcome = _failure(error, None)
     except Exception as error:  # anything unforeseen is reported, then ends exit 1
+        traceback.print_exc(file=sys.stderr)  # not the user's mistake: keep what a fix needs
         code = EXIT_FAILURE
         outcome = Outcome(
             succeeded=False, reason="RunnerFailed", message=f"{type(error).__name__}: {error}"

@@ -80,9 +80,6 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         config = load_config(args.config)
     except ConfigError as error:
@@ -90,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     handlers.RECONCILER = Reconciler(api_client(), config)
     metrics.serve(args.metrics_port)
-    kopf.configure(verbose=args.log_level == "debug")
+    # kopf owns the log format; --log-level picks its verbosity.
+    kopf.configure(verbose=args.log_level == "debug", quiet=args.log_level in ("warning", "error"))
+    logging.getLogger("kondense").setLevel(args.log_level.upper())
     kopf.run(
         standalone=True,  # no peering objects: one operator per cluster (Deployment, Recreate)
         clusterwide=not args.namespace,

@@ -1,0 +1,301 @@
+"""The operator against the local control plane: real runner pods run `kondense run`.
+
+One operator process serves the module (tests/operator/conftest.py), under the ClusterRole of
+operator/rbac.yaml, watching the `kop-*` namespaces each test gets.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.cluster import Cluster
+from fixtures.models import build_tiny_onnx
+from fixtures.operator_cluster import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Operator,
+    compression_job,
+    phase_is,
+    wait_cj,
+)
+
+pytestmark = pytest.mark.cluster
+
+TINY_INPUTS = [{"name": "x", "shape": [1, 16]}]
+QUICK_EVALUATION = {"requireSpeedup": False, "maxMetricDrop": 1.0, "warmup": 2, "runs": 20}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(operator: Operator) -> Path:
+    """The hand-built MLP where runner pods can read it (under build/, not /tmp)."""
+    return build_tiny_onnx(operator.workdir / "tiny.onnx")
+
+
+def recipe(model: Path, out: Path, *steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "model": {"uri": f"file://{model}", "format": "onnx", "inputs": TINY_INPUTS},
+        "steps": list(steps),
+        "evaluation": QUICK_EVALUATION,
+        "output": {"uri": f"file://{out}"},
+        **extra,
+    }
+
+
+def apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(cluster.api_client)
+    created: dict[str, Any] = api.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body
+    )
+    return created
+
+
+def runner_jobs(cluster: Cluster, namespace: str) -> list[Any]:
+    from kubernetes import client
+
+    return list(client.BatchV1Api(cluster.api_client).list_namespaced_job(namespace).items)
+
+
+def runner_pods(cluster: Cluster, namespace: str) -> list[Any]:
+    from kubernetes import client
+
+    selector = "app.kubernetes.io/managed-by=kondense-operator"
+    core = client.CoreV1Api(cluster.api_client)
+    return list(core.list_namespaced_pod(namespace, label_selector=selector).items)
+
+
+def conditions(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in body["status"]["conditions"]}
+
+
+def event_reasons(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    from kubernetes import client
+
+    events = client.CoreV1Api(cluster.api_client).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=CompressionJob"
+    )
+    return [e.reason for e in sorted(events.items, key=lambda e: e.metadata.creation_timestamp)]
+
+
+def test_int8_job_succeeds_on_a_cpu_node_with_results_artifacts_and_columns(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    out = operator.workdir / "out-int8"
+    apply(
+        cluster,
+        kop_namespace,
+        compression_job("tiny-int8", **recipe(tiny_model, out, {"quantize": {"mode": "dynamic"}})),
+    )
+    waited = cluster.kubectl_run(
+        "wait", "-n", kop_namespace, "--for=condition=Ready", "--timeout=240s",
+        "compressionjob/tiny-int8", check=False,
+    )  # fmt: skip
+    body = wait_cj(cluster, kop_namespace, "tiny-int8", phase_is("Succeeded", "Failed"), 10)
+    assert waited.returncode == 0, f"{waited.stderr}\n{body.get('status')}\n{operator.log()}"
+    status = body["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["observedGeneration"] == 1
+    assert conditions(body)["Ready"]["status"] == "True"
+    assert conditions(body)["Stalled"]["status"] == "False"
+    assert status["runner"]["node"] in ("cpu-0", "cpu-1")
+    assert status["runner"]["pool"] == "cpu"
+    assert status["results"]["sizeRatio"] > 1.5  # INT8 weights: about 4x smaller
+    artifacts = {a["name"]: a for a in status["artifacts"]}
+    assert any(name.endswith(".onnx") for name in artifacts)
+    for artifact in artifacts.values():
+        assert Path(artifact["uri"].removeprefix("file://")).stat().st_size == artifact["bytes"]
+    assert status["startTime"] <= status["completionTime"]
+
+    table = cluster.kubectl_run("get", "-n", kop_namespace, "compressionjobs", "tiny-int8")
+    header, row = table.stdout.splitlines()[:2]
+    assert header.split() == [
+        "NAME", "PHASE", "RECIPE", "POOL", "SIZE-RATIO", "SPEEDUP", "METRIC-DROP", "AGE",
+    ]  # fmt: skip
+    cells = row.split()
+    assert cells[1:4] == ["Succeeded", "int8-dynamic", "cpu"]
+    assert float(cells[4]) == pytest.approx(status["results"]["sizeRatio"], rel=0.01)
+
+    reasons = event_reasons(cluster, kop_namespace, "tiny-int8")
+    assert reasons[-1] == "Succeeded" and len(reasons) >= 2
+
+    scraped = operator.metrics()
+    assert re.search(
+        r'kondense_compressionjob_size_ratio\{[^}]*name="tiny-int8"[^}]*\} [0-9.]+', scraped
+    )
+    assert re.search(r'kondense_compressionjobs\{[^}]*phase="Succeeded"[^}]*\} [1-9]', scraped)
+
+
+def test_fp16_job_runs_on_the_gpu_node(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    out = operator.workdir / "out-fp16"
+    apply(
+        cluster,
+        kop_namespace,
+        compression_job("tiny-fp16", **recipe(tiny_model, out, {"quantize": {"mode": "fp16"}})),
+    )
+    body = wait_cj(
+        cluster,
+        kop_namespace,
+        "tiny-fp16",
+        lambda b: (b.get("status") or {}).get("runner", {}).get("node") is not None,
+        120,
+    )
+    assert body["status"]["runner"]["pool"] == "gpu"
+    assert body["status"]["runner"]["node"] == "gpu-0"
+    (pod, *_) = runner_pods(cluster, kop_namespace)
+    assert pod.spec.node_name == "gpu-0"
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    done = wait_cj(cluster, kop_namespace, "tiny-fp16", phase_is("Succeeded", "Failed"), 240)
+    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
+
+
+def test_bad_input_fails_with_the_runners_reason_and_is_not_retried(
+    cluster: Cluster, operator: Operator, kop_namespace: str
+) -> None:
+    missing = operator.workdir / "no-such-model.onnx"
+    apply(
+        cluster,
+        kop_namespace,
+        compression_job(
+            "bad-input",
+            **recipe(missing, operator.workdir / "out-bad", {"quantize": {"mode": "dynamic"}}),
+        ),
+    )
+    body = wait_cj(cluster, kop_namespace, "bad-input", phase_is("Succeeded", "Failed"), 120)
+    status = body["status"]
+    assert status["phase"] == "Failed"
+    assert status["reason"] == "BadInput"
+    assert "no-such-model.onnx" in status["message"]
+    assert conditions(body)["Stalled"]["status"] == "True"
+    assert conditions(body)["Failed"]["reason"] == "BadInput"
+    (job,) = runner_jobs(cluster, kop_namespace)
+    assert job.status.failed == 1 and any(c.type == "Failed" for c in job.status.conditions)
+    assert len(runner_pods(cluster, kop_namespace)) == 1
+    assert "BadInput" in event_reasons(cluster, kop_namespace, "bad-input")
+
+
+def test_transient_failure_is_retried_within_the_backoff_limit(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    apply(
+        cluster,
+        kop_namespace,
+        compression_job(
+            "flaky",
+            **recipe(tiny_model, operator.workdir / "out-flaky", {"export": {}}, nodePool="flaky"),
+        ),
+    )
+    body = wait_cj(cluster, kop_namespace, "flaky", phase_is("Succeeded", "Failed"), 240)
+    assert body["status"]["phase"] == "Succeeded", body["status"]["message"]
+    assert body["status"]["runner"]["attempts"] == 2
+    phases = sorted(p.status.phase for p in runner_pods(cluster, kop_namespace))
+    assert phases == ["Failed", "Succeeded"]
+
+
+def test_operator_killed_mid_run_resumes_without_duplicate_jobs(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    names = [f"resume-{i}" for i in range(3)]
+    for name in names:
+        spec = recipe(tiny_model, operator.workdir / f"out-{name}", {"export": {}}, nodePool="slow")
+        apply(cluster, kop_namespace, compression_job(name, **spec))
+    for name in names:
+        wait_cj(cluster, kop_namespace, name, phase_is("Running", "Succeeded"), 120)
+    operator.kill()
+    operator.start()
+    for name in names:
+        body = wait_cj(cluster, kop_namespace, name, phase_is("Succeeded", "Failed"), 240)
+        assert body["status"]["phase"] == "Succeeded", body["status"]["message"]
+    assert sorted(j.metadata.name for j in runner_jobs(cluster, kop_namespace)) == [
+        f"{name}-g1" for name in names
+    ]
+    assert len(runner_pods(cluster, kop_namespace)) == 3
+
+
+def test_deleting_a_running_job_leaves_no_runner_job_or_pod(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    from kubernetes import client
+
+    spec = recipe(tiny_model, operator.workdir / "out-del", {"export": {}}, nodePool="sleepy")
+    apply(cluster, kop_namespace, compression_job("doomed", **spec))
+    wait_cj(cluster, kop_namespace, "doomed", phase_is("Running"), 120)
+    client.CustomObjectsApi(cluster.api_client).delete_namespaced_custom_object(
+        GROUP, VERSION, kop_namespace, PLURAL, "doomed"
+    )
+    batch, core = client.BatchV1Api(cluster.api_client), client.CoreV1Api(cluster.api_client)
+    _wait_empty(batch.list_namespaced_job, kop_namespace)
+    _wait_empty(core.list_namespaced_pod, kop_namespace)
+
+
+def _wait_empty(list_fn: Any, namespace: str, timeout: float = 90) -> None:
+    """Watch until the namespace holds none of what list_fn lists."""
+    from kubernetes import watch
+
+    listing = list_fn(namespace)
+    names = {o.metadata.name for o in listing.items}
+    if not names:
+        return
+    for event in watch.Watch().stream(
+        list_fn, namespace, resource_version=listing.metadata.resource_version,
+        timeout_seconds=int(timeout),
+    ):  # fmt: skip
+        if event["type"] == "DELETED":
+            names.discard(event["object"].metadata.name)
+        else:
+            names.add(event["object"].metadata.name)
+        if not names:
+            return
+    raise AssertionError(f"still there after {timeout}s: {sorted(names)}")
+
+
+def test_editing_the_spec_reruns_it_and_observed_generation_follows(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    from kubernetes import client
+
+    spec = recipe(tiny_model, operator.workdir / "out-edit", {"export": {}}, nodePool="sleepy")
+    apply(cluster, kop_namespace, compression_job("edited", **spec))
+    first = wait_cj(cluster, kop_namespace, "edited", phase_is("Running"), 120)
+    assert first["status"]["observedGeneration"] == 1
+    client.CustomObjectsApi(cluster.api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, kop_namespace, PLURAL, "edited", {"spec": {"timeoutSeconds": 1200}}
+    )
+    second = wait_cj(
+        cluster,
+        kop_namespace,
+        "edited",
+        lambda b: (
+            (b.get("status") or {}).get("observedGeneration") == 2
+            and b["status"]["phase"] == "Running"
+        ),
+        120,
+    )
+    assert second["metadata"]["generation"] == 2
+    assert second["status"]["runner"]["job"] == "edited-g2"
+    assert conditions(second)["Reconciling"]["observedGeneration"] == 2
+    _wait_gone(cluster, kop_namespace, "edited-g1")
+    (job,) = runner_jobs(cluster, kop_namespace)
+    assert job.metadata.name == "edited-g2" and job.spec.active_deadline_seconds == 1200
+
+
+def _wait_gone(cluster: Cluster, namespace: str, job_name: str, timeout: float = 90) -> None:
+    from kubernetes import client, watch
+
+    batch = client.BatchV1Api(cluster.api_client)
+    listing = batch.list_namespaced_job(namespace)
+    if job_name not in {j.metadata.name for j in listing.items}:
+        return
+    for event in watch.Watch().stream(
+        batch.list_namespaced_job, namespace,
+        resource_version=listing.metadata.resource_version, timeout_seconds=int(timeout),
+    ):  # fmt: skip
+        if event["type"] == "DELETED" and event["object"].metadata.name == job_name:
+            return
+    raise AssertionError(f"Job {job_name} of the old generation was not deleted")

@@ -1,0 +1,83 @@
+"""The apiserver refuses invalid CompressionJobs at apply time, naming the field to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from fixtures.cluster import Cluster
+
+pytestmark = pytest.mark.cluster
+
+VALID: dict[str, Any] = {
+    "model": {"uri": "s3://models/bert"},
+    "steps": [{"quantize": {"mode": "dynamic"}}],
+    "output": {"uri": "s3://out/bert"},
+}
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    spec = {**VALID, **changes}
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+# (case, spec, what the apiserver's message must contain)
+INVALID = [
+    ("static-int8-without-calibration", with_(steps=[{"quantize": {"mode": "static"}}]),
+     "spec.data.calibration: static INT8 quantization needs calibration data"),
+    ("fp16-on-cpu-pool", with_(steps=[{"quantize": {"mode": "fp16"}}], nodePool="cpu"),
+     "spec.nodePool: fp16 needs a GPU"),
+    ("distill-without-training-data", with_(steps=[{"distill": {}}]),
+     "spec.data.training: fine-tuning and distillation need training data"),
+    ("fine-tune-without-training-data",
+     with_(steps=[{"prune": {"amount": 0.5, "fineTune": {"epochs": 1}}}]),
+     "spec.data.training"),
+    ("two-keys-in-one-step", with_(steps=[{"export": {}, "quantize": {"mode": "dynamic"}}]),
+     "each step sets exactly one of export, optimize, quantize, prune, distill"),
+    ("empty-step", with_(steps=[{}]), "each step sets exactly one of"),
+    ("no-steps", with_(steps=[]), "spec.steps"),
+    ("output-missing", with_(output=None), 'spec.output: Required value'),
+    ("output-uri-unwritable-scheme", with_(output={"uri": "https://example.com/out"}),
+     "spec.output.uri: use s3://bucket/prefix"),
+    ("prune-amount-out-of-range", with_(steps=[{"prune": {"amount": 1.5}}]),
+     "spec.steps[0].prune.amount"),
+    ("unknown-quantize-mode", with_(steps=[{"quantize": {"mode": "int4"}}]),
+     'spec.steps[0].quantize.mode: Unsupported value: "int4"'),
+    ("timeout-too-short", with_(timeoutSeconds=5), "spec.timeoutSeconds"),
+    ("metric-drop-above-one", with_(evaluation={"maxMetricDrop": 2}),
+     "spec.evaluation.maxMetricDrop"),
+    ("training-budget-beyond-timeout",
+     with_(steps=[{"prune": {"amount": 0.5, "fineTune": {"maxTrainSeconds": 7200}}}],
+           data={"training": {"uri": "s3://d/train.npz"}}, timeoutSeconds=3600),
+     "spec.steps[].maxTrainSeconds: the training budget must be shorter than"),
+    ("misspelled-field", with_(stepz=[]), 'unknown field "spec.stepz"'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "spec", "expected"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_manifest_is_refused_at_apply_time_naming_the_field(
+    cluster: Cluster, crd: None, namespace: str, case: str, spec: dict[str, Any], expected: str
+) -> None:
+    manifest = {
+        "apiVersion": "kondense.dev/v1alpha1",
+        "kind": "CompressionJob",
+        "metadata": {"name": case, "namespace": namespace},
+        "spec": spec,
+    }
+    applied = cluster.kubectl_run("apply", "-f", "-", input=yaml.safe_dump(manifest), check=False)
+    assert applied.returncode != 0, f"{case} was admitted"
+    assert expected in applied.stderr, applied.stderr
+
+
+def test_valid_manifest_is_admitted(cluster: Cluster, crd: None, namespace: str) -> None:
+    manifest = {
+        "apiVersion": "kondense.dev/v1alpha1",
+        "kind": "CompressionJob",
+        "metadata": {"name": "valid", "namespace": namespace},
+        "spec": with_(
+            steps=[{"export": {}}, {"quantize": {"mode": "static"}}],
+            data={"calibration": {"uri": "s3://d/calib.npz"}},
+        ),
+    }
+    cluster.kubectl_run("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(manifest))

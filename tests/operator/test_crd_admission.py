@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,3 +82,30 @@ def test_valid_manifest_is_admitted(cluster: Cluster, crd: None, namespace: str)
         ),
     }
     cluster.kubectl_run("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(manifest))
+
+
+EXAMPLES = sorted(
+    p
+    for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")
+    if "CompressionJob" in p.read_text(encoding="utf-8")
+)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_are_admitted_and_the_invalid_one_refused(
+    cluster: Cluster, crd: None, namespace: str, example: Path
+) -> None:
+    applied = cluster.kubectl_run(
+        "apply", "--dry-run=server", "-n", namespace, "-f", str(example), check=False
+    )
+    if example.stem.startswith("invalid-"):
+        # The error the example's header comment promises.
+        promised = " ".join(
+            line.removeprefix("#").strip()
+            for line in example.read_text().splitlines()
+            if line.startswith("#   ") and not line.startswith("#   $")
+        )
+        assert applied.returncode != 0
+        assert " ".join(applied.stderr.split()) in promised
+    else:
+        assert applied.returncode == 0, applied.stderr

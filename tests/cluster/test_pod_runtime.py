@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 from fixtures.cluster import wait_for
-from kubernetes import client
+from kubernetes import client, watch
 
 pytestmark = pytest.mark.cluster
 
@@ -159,3 +162,87 @@ def test_failing_container_reports_exit_code_and_log_fallback(cluster, namespace
     terminated = done.status.container_statuses[0].state.terminated
     assert (terminated.exit_code, terminated.reason) == (3, "Error")
     assert terminated.message.strip() == "boom"
+
+
+def ignores_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(
+        next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16
+    )
+    return bool(mask & (1 << (15 - 1)))
+
+
+def test_deleted_pod_ignoring_sigterm_is_killed_after_grace_period(cluster, namespace):
+    core = client.CoreV1Api(cluster.api_client)
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "stubborn"},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": "x", "command": ["python", "-c", stubborn]}],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+    running = wait_for(
+        core.list_namespaced_pod, lambda p: p.status.phase == "Running", namespace=namespace
+    )
+    pid = int(running.status.container_statuses[0].container_id.removeprefix("local://"))
+    deadline = time.monotonic() + 20  # until Python has set SIG_IGN (a process has no watch)
+    while not ignores_sigterm(pid):
+        assert time.monotonic() < deadline, "the process never ignored SIGTERM"
+        time.sleep(0.05)
+
+    started = time.monotonic()
+    core.delete_namespaced_pod("stubborn", namespace)
+    w = watch.Watch()
+    for event in w.stream(
+        core.list_namespaced_pod,
+        namespace=namespace,
+        resource_version=running.metadata.resource_version,
+        timeout_seconds=30,
+    ):
+        if event["type"] == "DELETED":
+            w.stop()
+    elapsed = time.monotonic() - started
+    assert 2 <= elapsed < 15, elapsed
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_on_failure_pod_restarts_until_success(cluster, namespace, tmp_path):
+    core = client.CoreV1Api(cluster.api_client)
+    # Fails on the first run, succeeds on the second: a counter on a hostPath volume.
+    flaky = (
+        "import pathlib, sys; f = pathlib.Path('/state/runs'); "
+        "n = int(f.read_text()) + 1 if f.exists() else 1; f.write_text(str(n)); sys.exit(n < 2)"
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "flaky"},
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "volumes": [{"name": "state", "hostPath": {"path": str(tmp_path)}}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "x",
+                    "command": ["python", "-c", flaky],
+                    "volumeMounts": [{"name": "state", "mountPath": "/state"}],
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+    done = wait_for(
+        core.list_namespaced_pod,
+        lambda p: p.status.phase in ("Succeeded", "Failed"),
+        timeout=60,
+        namespace=namespace,
+    )
+    status = done.status.container_statuses[0]
+    assert done.status.phase == "Succeeded"
+    assert status.restart_count == 1
+    assert status.last_state.terminated.exit_code == 1

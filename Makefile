@@ -12,6 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Area makefiles: the local control plane, benchmarks, the chart. Each adds its own targets.
 -include tests/cluster/cluster.mk
 -include bench/bench.mk
+-include bench/operator.mk
 -include charts/chart.mk
 
 .PHONY: help venv demo demo-digits test test-unit lint fmt typecheck crd clean

@@ -246,3 +246,106 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         result[name] = tensor.clone() if pointer in seen else tensor
         seen.add(pointer)
     return result
+
+
+@dataclass(frozen=True)
+class TransformerPruning:
+    """What structured pruning removed from a transformer, summed over its layers."""
+
+    heads_before: int
+    heads_after: int
+    ffn_before: int
+    ffn_after: int
+
+
+def prune_transformer(module: torch.nn.Module, amount: float) -> TransformerPruning:
+    """Remove `amount` of each BERT-like layer's attention heads and feed-forward channels,
+    the least important first (L2 norm of a head's query/key/value rows and output columns;
+    of a channel's intermediate row and output column), leaving smaller dense Linear layers.
+
+    transformers' own `prune_heads` is gone from recent releases, so the slicing is done here;
+    the attention reshapes to (-1, head_size), so fewer heads need no other change.
+    """
+    import torch
+
+    from kondense.runners.distillation import transformer_layers
+
+    found = transformer_layers(module)
+    if found is None:
+        raise BadInput(
+            "structured pruning found no transformer layers (encoder.layer) in this model; "
+            "use method: magnitude",
+            field="prune.method",
+        )
+    heads_before = heads_after = ffn_before = ffn_after = 0
+    with torch.no_grad():
+        for layer in found[0]:
+            attention, ffn_in, ffn_out = _bert_parts(layer)
+            size = attention.attention_head_size
+            count = attention.num_attention_heads
+            head_rows = [
+                torch.cat([getattr(attention, n).weight for n in ("query", "key", "value")])
+                .reshape(3, count, size, -1)
+                .transpose(0, 1)
+                .reshape(count, -1)
+            ]
+            output_cols = layer.attention.output.dense.weight.T.reshape(count, -1)
+            score = torch.cat([*head_rows, output_cols], dim=1).norm(dim=1)
+            kept = _top(score, amount)
+            rows = torch.cat([torch.arange(h * size, (h + 1) * size) for h in kept.tolist()])
+            for name in ("query", "key", "value"):
+                setattr(attention, name, _slice_linear(getattr(attention, name), rows=rows))
+            dense = layer.attention.output.dense
+            layer.attention.output.dense = _slice_linear(dense, columns=rows)
+            attention.num_attention_heads = len(kept)
+            attention.all_head_size = len(kept) * size
+            heads_before, heads_after = heads_before + count, heads_after + len(kept)
+
+            score = torch.cat([ffn_in.weight, ffn_out.weight.T], dim=1).norm(dim=1)
+            channels = torch.sort(_top(score, amount)).values
+            layer.intermediate.dense = _slice_linear(ffn_in, rows=channels)
+            layer.output.dense = _slice_linear(ffn_out, columns=channels)
+            ffn_before, ffn_after = ffn_before + ffn_in.out_features, ffn_after + len(channels)
+    return TransformerPruning(heads_before, heads_after, ffn_before, ffn_after)
+
+
+def _bert_parts(layer: Any) -> tuple[Any, Any, Any]:
+    try:
+        return layer.attention.self, layer.intermediate.dense, layer.output.dense
+    except AttributeError as error:
+        raise BadInput(
+            f"structured pruning knows BERT-like layers (attention.self, intermediate, output); "
+            f"this model's layers are {type(layer).__name__}. Use method: magnitude",
+            field="prune.method",
+        ) from error
+
+
+def _top(score: torch.Tensor, amount: float) -> torch.Tensor:
+    """Indices of the highest-scoring (1 - amount) entries, at least one, in original order."""
+    import torch
+
+    keep = max(1, round(len(score) * (1 - amount)))
+    return torch.sort(torch.topk(score, keep).indices).values
+
+
+def _slice_linear(
+    layer: torch.nn.Linear,
+    rows: torch.Tensor | None = None,
+    columns: torch.Tensor | None = None,
+) -> torch.nn.Linear:
+    """A new Linear keeping the given output rows and/or input columns of `layer`."""
+    import torch
+
+    weight: torch.Tensor = layer.weight
+    if rows is not None:
+        weight = weight[rows]
+    if columns is not None:
+        weight = weight[:, columns]
+    bias: torch.Tensor | None = layer.bias
+    if bias is not None and rows is not None:
+        bias = bias[rows]
+    sliced = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    sliced.weight.copy_(weight)
+    if bias is not None:
+        sliced.bias.copy_(bias)
+    return sliced

@@ -203,6 +203,11 @@ def example_inputs(ctx: StepContext, stream: BatchStream | None) -> dict[str, to
     )
 
 
+def hf_assets(model: Model) -> Path | None:
+    """The folder with the model's tokenizer and config files, if it has one."""
+    return model.assets or (model.path if model.path.is_dir() else None)
+
+
 def write_back(module: torch.nn.Module, model: Model, ctx: StepContext) -> Model:
     """The changed module as the step's output: Hugging Face models are also saved as a
     directory (config with the new sizes, safetensors, tokenizer) so they load anywhere."""
@@ -217,7 +222,7 @@ def write_back(module: torch.nn.Module, model: Model, ctx: StepContext) -> Model
         return model.with_(module=module)
     target = ctx.workdir / "model"
     module.save_pretrained(str(target), safe_serialization=True)  # type: ignore[operator]
-    source = model.assets or (model.path if model.path.is_dir() else None)
+    source = hf_assets(model)
     if source is not None:
         for name in _HF_ASSETS:
             if (source / name).is_dir():

@@ -27,21 +27,23 @@ UNSTRUCTURED_SPEED_NOTE = (
 
 
 def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
-    from kondense.runners import pruning, trainable
+    from kondense.runners import distillation, pruning, trainable
 
     task = ctx.spec.model.task
     module = trainable.load_module(
         model, task, step="prune", torchscript=config.method is PruneMethod.magnitude
     )
     classes = pruning.module_classes(config.module_types, field="prune.moduleTypes")
-    original = copy.deepcopy(module)
-    _, before_gzip = pruning.compressed_weight_bytes(module)
+    # The unpruned model is the target when an embedding model is fine-tuned without labels.
+    original = copy.deepcopy(module) if config.fine_tune is not None else module
     notes: dict[str, Any] = {
         "method": config.method.value,
         "amount": config.amount,
         "parametersBefore": pruning.parameter_count(module),
-        "weightsGzipBytesBefore": before_gzip,
     }
+    if config.method is PruneMethod.magnitude:
+        # What zeros buy is a smaller compressed file; measure it before and after.
+        notes["weightsGzipBytesBefore"] = pruning.compressed_weight_bytes(module)[1]
     stream = None
     if config.fine_tune is not None:
         stream = trainable.training_stream(ctx, model, module, config.fine_tune.batch_size)
@@ -61,15 +63,32 @@ def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
                 "the model as a Hugging Face directory or use method: magnitude",
                 field="prune.method",
             )
-        if trainable.is_huggingface(module):
-            raise BadInput(
-                "structured pruning of Hugging Face transformer models is not supported; "
-                "to make a transformer smaller and faster use a distill step "
-                "(student.keepEvery drops whole layers), or method: magnitude",
-                field="prune.method",
-            )
+        if distillation.transformer_layers(module) is not None:
+            removed = pruning.prune_transformer(module, config.amount)
+            notes |= {
+                "attentionHeads": f"{removed.heads_before} -> {removed.heads_after}",
+                "feedForwardChannels": f"{removed.ffn_before} -> {removed.ffn_after}",
+            }
+            return _finish(module, original, model, config, ctx, stream, notes, classes)
         example = trainable.example_inputs(ctx, stream)
         pruning.prune_channels(module, example, config.amount, classes)
+    return _finish(module, original, model, config, ctx, stream, notes, classes)
+
+
+def _finish(
+    module: torch.nn.Module,
+    original: torch.nn.Module,
+    model: Model,
+    config: PruneConfig,
+    ctx: StepContext,
+    stream: Any,
+    notes: dict[str, Any],
+    classes: tuple[type, ...],
+) -> Model:
+    """Fine-tune if asked, measure, report, and hand the pruned model on."""
+    from kondense.runners import pruning, trainable
+
+    task = ctx.spec.model.task
 
     if config.fine_tune is not None and stream is not None:
         loss = _fine_tune_loss(task, original)
@@ -81,15 +100,17 @@ def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
         notes["sparsity"] = round(sparsity.fraction, 6)
         notes["zeroParameters"] = sparsity.zero_parameters
 
-    after_raw, after_gzip = pruning.compressed_weight_bytes(module)
-    notes |= {
-        "parametersAfter": pruning.parameter_count(module),
-        "weightsBytes": after_raw,
-        "weightsGzipBytes": after_gzip,
-    }
+    notes["parametersAfter"] = pruning.parameter_count(module)
+    if config.method is PruneMethod.magnitude:
+        notes["weightsBytes"], notes["weightsGzipBytes"] = pruning.compressed_weight_bytes(module)
     for key, value in notes.items():
         ctx.report(key, value)
-    return trainable.write_back(module, model.with_(notes={**model.notes, **notes}), ctx)
+    model = model.with_(notes={**model.notes, **notes})
+    if config.method is PruneMethod.structured and trainable.is_huggingface(module):
+        # Layers now differ in shape from what config.json describes, so the module travels
+        # in memory (with the original tokenizer files) to export instead of as a directory.
+        return model.with_(module=module, assets=trainable.hf_assets(model))
+    return trainable.write_back(module, model, ctx)
 
 
 def _fine_tune(

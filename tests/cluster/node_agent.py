@@ -894,13 +894,8 @@ class NodeAgent:
             for node in self.nodes.values():
                 try:
                     self.renew_lease(node["name"])
-                    if beats % 6 == 0:  # the Ready condition itself, once a minute
-                        self.register(node) if beats == 0 else self.api.request(
-                            "PATCH",
-                            f"/api/v1/nodes/{node['name']}/status",
-                            {"status": self.node_status(node)},
-                            "application/strategic-merge-patch+json",
-                        )
+                    if beats % 6 == 5:  # once a minute: Ready again; re-create if deleted
+                        self.register(node)
                 except (ApiError, OSError) as exc:
                     log.warning("heartbeat for %s: %s", node["name"], exc)
             beats += 1

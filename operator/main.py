@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from kondense.operator.reconcile import Reconciler
 WATCH_SERVER_TIMEOUT_S = 120
 WATCH_CLIENT_TIMEOUT_S = 150
 WATCH_CONNECT_TIMEOUT_S = 10
+# Failed reconciles are retried this often; every job in flight is revisited 6x as rarely.
+RESYNC_INTERVAL_S = 10.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,7 +91,12 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         print(f"kondense-operator: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    handlers.RECONCILER = Reconciler(api_client(), config)
+    reconciler = Reconciler(api_client(), config)
+    handlers.RECONCILER = reconciler
+    stop = threading.Event()
+    threading.Thread(
+        target=reconciler.resync_forever, args=(RESYNC_INTERVAL_S, stop), daemon=True
+    ).start()
     metrics.serve(args.metrics_port)
     # kopf owns the log format; --log-level picks its verbosity.
     kopf.configure(verbose=args.log_level == "debug", quiet=args.log_level in ("warning", "error"))

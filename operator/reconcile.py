@@ -54,6 +54,10 @@ class Reconciler:
         self.core = client.CoreV1Api(api_client)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Jobs still in flight, and those whose last reconcile raised: the resync loop
+        # revisits them, because kopf does not retry event handlers.
+        self._active: set[tuple[str, str]] = set()
+        self._failed: set[tuple[str, str]] = set()
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -81,18 +85,43 @@ class Reconciler:
         meta = cj["metadata"]
         if meta.get("deletionTimestamp"):
             return  # garbage collection removes the Job and its pods via owner references
-        with self._lock(meta["namespace"], meta["name"]):
+        key = (meta["namespace"], meta["name"])
+        with self._lock(*key):
             try:
                 self._reconcile(cj)
             except Exception as error:
                 metrics.RECONCILE_ERRORS.labels(type(error).__name__).inc()
+                with self._locks_guard:
+                    self._failed.add(key)
                 raise
+            with self._locks_guard:
+                self._failed.discard(key)
+
+    def resync(self, everything: bool) -> None:
+        """Reconcile again the jobs whose last reconcile failed, and with `everything` all
+        jobs still in flight: a level-based safety net for lost events and API errors."""
+        with self._locks_guard:
+            keys = set(self._failed) | (set(self._active) if everything else set())
+        for namespace, name in sorted(keys):
+            try:
+                self.reconcile_named(namespace, name)
+            except Exception as error:  # counted in reconcile(); the next round tries again
+                log.warning("resync of %s/%s failed: %s", namespace, name, error)
+
+    def resync_forever(self, interval: float, stop: threading.Event) -> None:
+        """Every `interval` seconds retry failed reconciles; every 6th round, all in flight."""
+        rounds = 0
+        while not stop.wait(interval):
+            rounds += 1
+            self.resync(everything=rounds % 6 == 0)
 
     def forget(self, namespace: str, name: str) -> None:
         """The CompressionJob is gone: drop its metrics and lock."""
         metrics.TABLE.forget(namespace, name)
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
+            self._active.discard((namespace, name))
+            self._failed.discard((namespace, name))
 
     # --- the loop body -------------------------------------------------------------------
 
@@ -149,6 +178,12 @@ class Reconciler:
             self._post_event(cj, moved)
             log.info("%s/%s: %s", meta["namespace"], meta["name"], moved.message)
         metrics.TABLE.record(meta["namespace"], meta["name"], desired)
+        key = (meta["namespace"], meta["name"])
+        with self._locks_guard:
+            if desired.get("phase") in TERMINAL:
+                self._active.discard(key)
+            else:
+                self._active.add(key)
 
     # --- children ------------------------------------------------------------------------
 

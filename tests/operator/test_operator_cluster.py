@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.cluster import Cluster
+from fixtures.cluster import Cluster, wait_for
 from fixtures.models import build_tiny_onnx
 from fixtures.operator_cluster import (
     GROUP,
@@ -300,3 +300,24 @@ def _wait_gone(cluster: Cluster, namespace: str, job_name: str, timeout: float =
         if event["type"] == "DELETED" and event["object"].metadata.name == job_name:
             return
     raise AssertionError(f"Job {job_name} of the old generation was not deleted")
+
+
+def test_runner_job_deleted_by_hand_mid_run_is_recreated(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    """Reconcile is level-based: the desired state (a Job for this generation) is restored."""
+    from kubernetes import client
+
+    spec = recipe(tiny_model, operator.workdir / "out-lost", {"export": {}}, nodePool="sleepy")
+    apply(cluster, kop_namespace, compression_job("lost-job", **spec))
+    wait_cj(cluster, kop_namespace, "lost-job", phase_is("Running"), 120)
+    batch = client.BatchV1Api(cluster.api_client)
+    (before,) = runner_jobs(cluster, kop_namespace)
+    batch.delete_namespaced_job("lost-job-g1", kop_namespace, propagation_policy="Background")
+    recreated = wait_for(
+        batch.list_namespaced_job,
+        lambda job: job.metadata.name == "lost-job-g1" and job.metadata.uid != before.metadata.uid,
+        timeout=60,
+        namespace=kop_namespace,
+    )
+    assert recreated.metadata.owner_references[0].name == "lost-job"

@@ -1,0 +1,70 @@
+"""Operator metrics: the by-phase census and the figures of finished jobs."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kondense.operator.metrics import REGISTRY, JobTable
+
+
+def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(REGISTRY).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def running(recipe: str = "int8-dynamic") -> dict[str, object]:
+    return {"phase": "Running", "recipe": recipe, "runner": {"pool": "cpu"}}
+
+
+def finished(recipe: str = "int8-dynamic") -> dict[str, object]:
+    return {
+        "phase": "Succeeded",
+        "recipe": recipe,
+        "runner": {"pool": "cpu"},
+        "results": {"sizeRatio": 3.9, "speedup": 1.7, "metricDrop": 0.002},
+        "startTime": "2026-01-01T00:00:00Z",
+        "completionTime": "2026-01-01T00:01:30Z",
+    }
+
+
+def test_jobs_are_counted_by_phase_recipe_and_pool_and_forgotten_when_deleted() -> None:
+    table = JobTable()
+    table.record("m1", "a", running("recipe-m1"))
+    table.record("m1", "b", running("recipe-m1"))
+    key = (
+        "kondense_compressionjobs",
+        (("phase", "Running"), ("pool", "cpu"), ("recipe", "recipe-m1")),
+    )
+    assert samples()[key] == 2
+    table.forget("m1", "a")
+    table.forget("m1", "b")
+    assert key not in samples()
+
+
+def test_finished_job_exports_ratio_speedup_drop_and_duration_once() -> None:
+    table = JobTable()
+    table.record("m2", "done", running("recipe-m2"))
+    table.record("m2", "done", finished("recipe-m2"))
+    table.record("m2", "done", finished("recipe-m2"))  # a repeated observation is not re-timed
+    labels = (("name", "done"), ("namespace", "m2"), ("pool", "cpu"), ("recipe", "recipe-m2"))
+    got = samples()
+    assert got[("kondense_compressionjob_size_ratio", labels)] == 3.9
+    assert got[("kondense_compressionjob_speedup", labels)] == 1.7
+    assert got[("kondense_compressionjob_metric_drop", labels)] == 0.002
+    count = got[
+        (
+            "kondense_compressionjob_duration_seconds_count",
+            (("phase", "Succeeded"), ("pool", "cpu")),
+        )
+    ]
+    total = got[
+        ("kondense_compressionjob_duration_seconds_sum", (("phase", "Succeeded"), ("pool", "cpu")))
+    ]
+    assert count >= 1 and total >= 90
+    table.forget("m2", "done")
+    assert ("kondense_compressionjob_size_ratio", labels) not in samples()

@@ -1,0 +1,28 @@
+"""kopf settings: watches cannot go silent, progress is never stored in status."""
+
+from __future__ import annotations
+
+import kopf
+
+from kondense.operator.main import configure, parse_args
+
+
+def test_watch_timeouts_are_set_and_progress_goes_to_annotations() -> None:
+    settings = kopf.OperatorSettings()
+    configure(settings=settings)
+    assert settings.watching.server_timeout and settings.watching.client_timeout
+    assert settings.watching.client_timeout > settings.watching.server_timeout
+    assert settings.watching.connect_timeout
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+
+
+def test_command_line_matches_the_helm_chart() -> None:
+    """The chart's Deployment passes these flags (charts/kondense/templates/deployment.yaml)."""
+    args = parse_args(
+        ["--config=/etc/kondense/config.yaml", "--all-namespaces", "--metrics-port=8080",
+         "--health-port=8081", "--log-level=info"]
+    )  # fmt: skip
+    assert args.all_namespaces and args.namespace == [] and args.health_port == 8081
+    scoped = parse_args(["--config=c.yaml", "--namespace=a", "--namespace=b"])
+    assert scoped.namespace == ["a", "b"]

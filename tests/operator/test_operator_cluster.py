@@ -321,3 +321,55 @@ def test_runner_job_deleted_by_hand_mid_run_is_recreated(
         namespace=kop_namespace,
     )
     assert recreated.metadata.owner_references[0].name == "lost-job"
+
+
+def test_pvc_uris_are_mounted_for_the_runner(
+    cluster: Cluster, operator: Operator, kop_namespace: str
+) -> None:
+    """pvc://claim/path: the claim is mounted under the runner's KONDENSE_PVC_ROOT."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(cluster.api_client)
+    volume = operator.workdir / f"pv-{kop_namespace}"
+    volume.mkdir()
+    build_tiny_onnx(volume / "tiny.onnx")
+    pv_name = f"{kop_namespace}-models"
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": pv_name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "hostPath": {"path": str(volume)},
+                "claimRef": {"namespace": kop_namespace, "name": "models"},
+            },
+        }
+    )
+    try:
+        core.create_namespaced_persistent_volume_claim(
+            kop_namespace,
+            {
+                "metadata": {"name": "models"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "volumeName": pv_name,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        spec = {
+            "model": {"uri": "pvc://models/tiny.onnx", "format": "onnx", "inputs": TINY_INPUTS},
+            "steps": [{"quantize": {"mode": "dynamic"}}],
+            "evaluation": QUICK_EVALUATION,
+            "output": {"uri": "pvc://models/out"},
+        }
+        apply(cluster, kop_namespace, compression_job("on-pvc", **spec))
+        body = wait_cj(cluster, kop_namespace, "on-pvc", phase_is("Succeeded", "Failed"), 240)
+        assert body["status"]["phase"] == "Succeeded", body["status"]["message"]
+        written = {a["name"]: a["bytes"] for a in body["status"]["artifacts"]}
+        for name, size in written.items():
+            assert (volume / "out" / name).stat().st_size == size
+    finally:
+        core.delete_persistent_volume(pv_name)

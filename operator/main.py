@@ -11,9 +11,12 @@ onnxruntime.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +83,21 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    info = kopf.login_with_service_account(**kwargs)
+    if info is None:
+        return kopf.login_with_kubeconfig(**kwargs)
+    return dataclasses.replace(info, server=in_cluster_server(os.environ) or info.server)
+
+
+def in_cluster_server(environ: Mapping[str, str]) -> str | None:
+    """The apiserver URL from KUBERNETES_SERVICE_HOST/PORT, as client-go's in-cluster config
+    builds it. kopf's service-account login assumes https://kubernetes.default.svc, which only
+    resolves where the pod uses cluster DNS (not with hostNetwork or a custom dnsPolicy)."""
+    host = environ.get("KUBERNETES_SERVICE_HOST")
+    port = environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -219,3 +219,25 @@ def test_an_unforeseen_failure_exits_1_and_still_writes_the_termination_log(
     outcome = json.loads(log.read_text())
     assert outcome["succeeded"] is False and outcome["reason"] == "RunnerFailed"
     assert "a-file" in outcome["message"]
+
+
+def test_fp16_measured_on_a_cpu_is_not_judged_on_speed_and_says_so(
+    tiny_onnx: Path, tmp_path: Path
+) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a GPU is present: fp16 speed is judged there")
+    document = manifest(
+        tiny_onnx,
+        [{"quantize": {"mode": "fp16"}}],
+        tmp_path / "out",
+        evaluation={"requireSpeedup": True, "metric": "cosine"},
+    )
+    code, output = kondense_run(str(write_manifest(tmp_path / "job.yaml", document)))
+    assert code == 0, output
+    results = read_report(tmp_path / "out")["results"]
+    assert results["accepted"] is True
+    assert "speed not judged" in results["verdict"]
+    assert results["compressed"]["metric"] > 0.999
+    assert "speed not judged" in output

@@ -108,7 +108,7 @@ def run_job(
         result = _run_steps(original, baseline, export_seconds, spec, work, run)
         results = _measure(baseline, result, original, spec, run)
         out = work / "output"
-        _write_output(result, original, out)
+        write_output(result, original, out)
         problems = gate_problems(results, spec)
         accepted = not problems
         note = fp16_cpu_verdict(results, spec)
@@ -467,7 +467,7 @@ def fp16_cpu_verdict(results: Results, spec: CompressionJobSpec) -> str | None:
     return None
 
 
-def _write_output(result: Model, original: Model, out: Path) -> None:
+def write_output(result: Model, original: Model, out: Path) -> None:
     """model.onnx (+ external data) and the tokenizer/config files a consumer needs."""
     out.mkdir(parents=True)
     files = model_files(result.path)

@@ -125,12 +125,16 @@ def join(uri: str, name: str) -> str:
 
 
 def describe(local_dir: Path, uri: str) -> list[Artifact]:
-    """Artifacts for every file under `local_dir` as they will be named once published to `uri`.
+    """Artifacts for every file under `local_dir` as they will be named once published to `uri`,
+    model files first.
 
     report.json is left out: it lists the others and cannot hold its own hash.
     """
     artifacts = []
-    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+    # The model first (what a reader looks for), then the files beside it.
+    files.sort(key=lambda p: not p.name.startswith("model."))
+    for path in files:
         name = path.relative_to(local_dir).as_posix()
         if name == REPORT_NAME:
             continue

@@ -32,6 +32,8 @@ def test_local_publish_then_fetch_round_trip_with_matching_hashes(tmp_path: Path
     target = tmp_path / "out" / "job"
     artifacts = storage.publish(source, f"file://{target}")
     assert [a.name for a in artifacts] == ["model.onnx", "tokenizer.json", "report.json"]
+    (source / "a-config.json").write_text("{}")
+    assert storage.describe(source, str(target))[0].name == "model.onnx"
     for artifact in artifacts:
         published = target / artifact.name
         assert storage.sha256_of(published) == artifact.sha256

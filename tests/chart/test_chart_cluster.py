@@ -10,6 +10,7 @@ the slow part, and the order is the life of a release. It watches only its own j
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import uuid
@@ -199,10 +200,12 @@ def release(
         namespace=f"kd-system-{suffix}",
         jobs_namespace=f"kd-jobs-{suffix}",
         service_account=f"kd-{suffix}-kondense",
-        workdir=tmp_path_factory.mktemp("chart-release"),
+        # Runner pods get their own /tmp (an emptyDir), so the model lives under build/.
+        workdir=REPO / "build" / "chart-tests" / suffix,
         install_output="",
         values=release_values(f"kd-jobs-{suffix}"),
     )
+    rel.workdir.mkdir(parents=True)
     for ns in (rel.namespace, rel.jobs_namespace):
         create_namespace(ns, RESTRICTED)
     values = rel.workdir / "values.yaml"
@@ -226,7 +229,9 @@ def release(
         helm_k(helm_bin, "uninstall", rel.name, "--namespace", rel.namespace, check=False)
         # With the operator gone nobody removes its finalizers; without this the namespace
         # would hang in Terminating (the README says: delete jobs before uninstalling).
-        left = kubectl("get", "cj", "-n", rel.jobs_namespace, "-o", "name", check=False)
+        left = kubectl(
+            "get", "compressionjobs", "-n", rel.jobs_namespace, "-o", "name", check=False
+        )
         for obj in left.stdout.split():
             kubectl(
                 "patch",
@@ -240,6 +245,7 @@ def release(
             )
         for ns in (rel.namespace, rel.jobs_namespace):
             kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        shutil.rmtree(rel.workdir, ignore_errors=True)
 
 
 def operator_pod(rel: Release) -> dict[str, Any]:
@@ -278,8 +284,17 @@ def wait_ready(rel: Release, name: str) -> dict[str, Any]:
         timeout=260,
     )
     cj = get("compressionjob", name, "-n", rel.jobs_namespace)
-    assert done.returncode == 0, f"{name} not Ready: {json.dumps(cj.get('status'), indent=1)}"
+    if done.returncode != 0:
+        status = json.dumps(cj.get("status"), indent=1)
+        raise AssertionError(f"{name} not Ready: {status}\noperator log:\n{operator_log(rel)}")
     return cj
+
+
+def operator_log(rel: Release) -> str:
+    """The last lines the operator wrote (the node agent keeps pod logs under .cluster/pods)."""
+    pod = operator_pod(rel)
+    path = REPO / ".cluster" / "pods" / pod["metadata"]["uid"] / "operator.log"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-40:]) if path.exists() else ""
 
 
 def runner_nodes(rel: Release, cj_name: str) -> set[str]:

@@ -118,10 +118,16 @@ def main(argv: list[str] | None = None) -> None:
     # kopf owns the log format; --log-level picks its verbosity.
     kopf.configure(verbose=args.log_level == "debug", quiet=args.log_level in ("warning", "error"))
     logging.getLogger("kondense").setLevel(args.log_level.upper())
+    settings = kopf.OperatorSettings()
+    # Watching listed namespaces, the operator gets Roles in those namespaces only (the Helm
+    # chart's rbac.scope=namespaced): kopf must not list namespaces and CRDs cluster-wide, or it
+    # retries the 403s for minutes before falling back. Its documented restricted mode.
+    settings.scanning.disabled = bool(args.namespace)
     kopf.run(
         standalone=True,  # no peering objects: one operator per cluster (Deployment, Recreate)
         clusterwide=not args.namespace,
         namespaces=args.namespace,
+        settings=settings,
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
     )
 

@@ -1,0 +1,185 @@
+"""quantize: dynamic INT8, static INT8 and FP16 each give a smaller model that stays close."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from fixtures.models import (
+    SENTENCES,
+    build_tiny_onnx,
+    mean_cosine,
+    run_onnx,
+    sentence_batch,
+    step_context,
+)
+
+from kondense.runners import model_io
+from kondense.runners.errors import BadInput
+from kondense.runners.spec import ModelFormat, QuantizeConfig, QuantizeMode
+from kondense.runners.steps import Model, StepContext, load_step
+
+quantize = load_step("quantize")
+
+
+def _ops(path: Path) -> Counter[str]:
+    return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def _quantize(source: Path, tmp_path: Path, config: dict[str, Any], **spec: Any) -> Model:
+    ctx = step_context(tmp_path / "work", steps=[{"quantize": config}], **spec)
+    step_config = ctx.spec.steps[0].quantize
+    return quantize(Model(path=source, format=ModelFormat.onnx), step_config, ctx)
+
+
+def _digits_agreement(original: Path, quantized: Path, digits: dict) -> float:
+    x = digits["x_test"]
+    want = run_onnx(original, {"pixel_values": x}).argmax(1)
+    got = run_onnx(quantized, {"pixel_values": x}).argmax(1)
+    return float((want == got).mean())
+
+
+def test_dynamic_int8_shrinks_the_cnn_and_keeps_its_predictions(
+    digits_onnx: Path, digits: dict, tmp_path: Path
+) -> None:
+    result = _quantize(digits_onnx, tmp_path, {"mode": "dynamic"})
+    # Every weight is INT8, the Gemm head included (rewritten as MatMul first).
+    assert model_io.onnx_size_bytes(result.path) < model_io.onnx_size_bytes(digits_onnx) / 3.5
+    assert "Gemm" not in _ops(result.path)
+    assert _ops(result.path)["ConvInteger"] == 2
+    assert _digits_agreement(digits_onnx, result.path, digits) >= 0.98
+    assert result.notes["quantization"] == "dynamic"
+
+
+def test_dynamic_int8_never_changes_its_input(digits_onnx: Path, tmp_path: Path) -> None:
+    before = digits_onnx.read_bytes()
+    _quantize(digits_onnx, tmp_path, {"mode": "dynamic"})
+    assert digits_onnx.read_bytes() == before
+
+
+def test_dynamic_int8_weights_are_per_channel_by_default(tiny_onnx: Path, tmp_path: Path) -> None:
+    def scales(config: dict[str, Any], where: Path) -> list[int]:
+        model = onnx.load(str(_quantize(tiny_onnx, where, config).path))
+        return [int(np.prod(t.dims)) for t in model.graph.initializer if t.name.endswith("_scale")]
+
+    assert max(scales({"mode": "dynamic"}, tmp_path / "a")) == 64  # one scale per column
+    assert max(scales({"mode": "dynamic", "perChannel": False}, tmp_path / "b")) == 1
+
+
+def test_dynamic_int8_of_a_tiny_graph_stays_close(tmp_path: Path) -> None:
+    tiny_onnx = build_tiny_onnx(tmp_path / "wide.onnx", hidden=256)
+    result = _quantize(tiny_onnx, tmp_path, {"mode": "dynamic"})
+    x = np.random.default_rng(1).normal(size=(64, 16)).astype(np.float32)
+    assert mean_cosine(run_onnx(result.path, {"x": x}), run_onnx(tiny_onnx, {"x": x})) > 0.999
+    # Weights are a quarter; per-channel scales, float biases and names keep it near 40%.
+    assert result.path.stat().st_size < tiny_onnx.stat().st_size * 0.5
+
+
+def test_excluded_nodes_stay_float(tiny_onnx: Path, tmp_path: Path) -> None:
+    result = _quantize(tiny_onnx, tmp_path, {"mode": "dynamic", "excludeNodes": ["fc2"]})
+    ops = _ops(result.path)
+    assert ops["MatMulInteger"] == 1 and ops["MatMul"] == 1
+
+
+def test_fp16_halves_the_model_and_keeps_float32_io(
+    digits_onnx: Path, digits: dict, tmp_path: Path
+) -> None:
+    result = _quantize(digits_onnx, tmp_path, {"mode": "fp16"})
+    model = onnx.load(str(result.path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model_io.onnx_size_bytes(result.path) < model_io.onnx_size_bytes(digits_onnx) * 0.55
+    x = digits["x_test"][:64]
+    np.testing.assert_allclose(
+        run_onnx(result.path, {"pixel_values": x}),
+        run_onnx(digits_onnx, {"pixel_values": x}),
+        atol=0.05,
+        rtol=0.01,
+    )
+
+
+def test_fp16_keeps_the_users_blocked_ops_in_float32(tiny_onnx: Path, tmp_path: Path) -> None:
+    result = _quantize(tiny_onnx, tmp_path, {"mode": "fp16", "opBlockList": ["MatMul"]})
+    weights = {t.name: t.data_type for t in onnx.load(str(result.path)).graph.initializer}
+    assert weights["w1"] == onnx.TensorProto.FLOAT and weights["w2"] == onnx.TensorProto.FLOAT
+    assert weights["b1"] == onnx.TensorProto.FLOAT16  # the Add is converted
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_static_int8_calibrates_with_each_method(
+    method: str, digits_onnx: Path, digits_npz: Path, digits: dict, tmp_path: Path
+) -> None:
+    reports: dict[str, Any] = {}
+    ctx = step_context(
+        tmp_path / "work",
+        steps=[{"quantize": {"mode": "static", "calibrationMethod": method}}],
+        calibration={"uri": str(digits_npz), "samples": 160},
+    )
+    ctx = StepContext(spec=ctx.spec, workdir=ctx.workdir, report=reports.__setitem__)
+    config = ctx.spec.steps[0].quantize
+    result = quantize(Model(path=digits_onnx, format=ModelFormat.onnx), config, ctx)
+    ops = _ops(result.path)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0  # QDQ format
+    assert reports["calibrationSamples"] == 160
+    assert model_io.onnx_size_bytes(result.path) < model_io.onnx_size_bytes(digits_onnx) / 3
+    assert _digits_agreement(digits_onnx, result.path, digits) >= 0.95
+
+
+def test_static_int8_without_calibration_is_refused(digits_onnx: Path, tmp_path: Path) -> None:
+    ctx = step_context(tmp_path, steps=[{"quantize": {"mode": "dynamic"}}])
+    config = QuantizeConfig(mode=QuantizeMode.static)  # the spec check bypassed on purpose
+    with pytest.raises(BadInput, match=r"spec\.data\.calibration"):
+        quantize(Model(path=digits_onnx, format=ModelFormat.onnx), config, ctx)
+
+
+def test_calibration_data_with_wrong_inputs_is_refused(digits_onnx: Path, tmp_path: Path) -> None:
+    data = tmp_path / "wrong.npz"
+    np.savez(data, images=np.zeros((8, 1, 8, 8), np.float32))
+    with pytest.raises(BadInput, match="pixel_values"):
+        _quantize(digits_onnx, tmp_path, {"mode": "static"}, calibration={"uri": str(data)})
+
+
+def test_quantize_refuses_a_pytorch_model(tmp_path: Path, digits_cnn: Any) -> None:
+    ctx = step_context(tmp_path)
+    model = Model(path=tmp_path, format=ModelFormat.huggingface, module=digits_cnn)
+    with pytest.raises(BadInput, match="export step before quantize"):
+        quantize(model, QuantizeConfig(mode=QuantizeMode.dynamic), ctx)
+
+
+def test_quantize_leaves_no_scratch_files_behind(
+    digits_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started_in = tmp_path / "cwd"
+    started_in.mkdir()
+    monkeypatch.chdir(started_in)
+    _quantize(digits_onnx, tmp_path, {"mode": "dynamic"})
+    assert list(started_in.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_default_minilm_recipe_keeps_sentence_cosine(
+    minilm_onnx: Model, minilm_dir: Path, tmp_path: Path
+) -> None:
+    # The default recipe: export -> optimize (defaults) -> quantize dynamic (defaults).
+    assert minilm_onnx.assets is not None
+    steps = [{"optimize": {}}, {"quantize": {"mode": "dynamic"}}]
+    ctx = step_context(tmp_path / "o", task="text-embedding", steps=steps)
+    optimized = load_step("optimize")(minilm_onnx, ctx.spec.steps[0].optimize, ctx)
+    qctx = StepContext(spec=ctx.spec, workdir=tmp_path / "q")
+    qctx.workdir.mkdir()
+    result = quantize(optimized, ctx.spec.steps[1].quantize, qctx)
+    texts = [json.loads(line)["text"] for line in _corpus().read_text().splitlines()][:64]
+    feeds = sentence_batch(minilm_onnx.assets, texts + SENTENCES, 128)
+    cosine = mean_cosine(run_onnx(result.path, feeds), run_onnx(minilm_onnx.path, feeds))
+    assert cosine >= 0.99
+    ratio = model_io.onnx_size_bytes(minilm_onnx.path) / model_io.onnx_size_bytes(result.path)
+    assert ratio >= 3.9
+
+
+def _corpus() -> Path:
+    return Path(__file__).resolve().parents[2] / "examples" / "data" / "sentences.jsonl"

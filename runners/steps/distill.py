@@ -95,7 +95,8 @@ def _student(
     from kondense.runners import distillation, trainable
 
     if config.student.uri is not None:
-        return _load_student(config.student.uri, task), {"student": config.student.uri}
+        student = _load_student(config.student.uri, task, ctx.workdir / "student")
+        return student, {"student": config.student.uri}
     if distillation.transformer_layers(teacher) is not None:
         student, kept = distillation.shallow_student(teacher, config.student.keep_every)
         described = "teacher layers " + ",".join(map(str, kept))
@@ -109,10 +110,10 @@ def _student(
     return student, {"student": described}
 
 
-def _load_student(uri: str, task: Task) -> torch.nn.Module:
-    from kondense.runners import trainable
+def _load_student(uri: str, task: Task, scratch: Path) -> torch.nn.Module:
+    from kondense.runners import storage, trainable
 
-    path = Path(uri.removeprefix("file://"))
+    path = storage.fetch(uri, scratch)  # local paths as they are; s3:// and https:// fetched
     if not path.is_dir():
         raise BadInput(
             f"{uri} is not a Hugging Face model directory; a student must be a trainable "

@@ -48,6 +48,10 @@ FP16_EXTRA_BLOCKED = ("ReduceSum", "ReduceMean", "Pow", "Sqrt", "Erf", "Softmax"
 # Attention and EmbedLayerNormalization of transformer fusion included. The embedding Gather
 # is included because the word embeddings are half of a small BERT's bytes.
 DYNAMIC_OPS = ("MatMul", "Attention", "EmbedLayerNormalization", "Gather", "Conv")
+# Static INT8 puts QDQ pairs around weighted ops and the ops int8 flows through unchanged.
+# Quantizing every registered op (ORT's default: Add, Mul, LayerNormalization...) took MiniLM's
+# embedding cosine to 0.37; this list gave 0.94 (per-channel, minmax, 160 samples).
+STATIC_OPS = ("Conv", "Gemm", "MatMul", "Gather", "Relu", "MaxPool", "AveragePool", "Flatten")
 # Shape inference cannot type the outputs of some com.microsoft ops (BiasGelu, FastGelu...);
 # the quantizer then stops with "Unable to find data type". Those tensors are float.
 UNKNOWN_TYPES_ARE_FLOAT = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
@@ -325,6 +329,7 @@ def quantize_static_int8(
         CalibrationMethod.percentile: OrtMethod.Percentile,
     }
     options: dict[str, Any] = {"MatMulConstBOnly": True, **UNKNOWN_TYPES_ARE_FLOAT}
+    present = _present_ops(source)
     if config.calibration_method is CalibrationMethod.percentile:
         options["CalibPercentile"] = 99.999
     try:
@@ -337,6 +342,7 @@ def quantize_static_int8(
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
             calibrate_method=methods[config.calibration_method],
+            op_types_to_quantize=[op for op in STATIC_OPS if op in present],
             nodes_to_exclude=list(config.exclude_nodes or []),
             use_external_data_format=large,
             extra_options=options,

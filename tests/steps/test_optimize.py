@@ -96,3 +96,17 @@ def test_bert_fusion_fuses_minilm_attention_and_layer_norms(
     feeds = sentence_batch(assets, SENTENCES, 40)
     assert mean_cosine(run_onnx(result.path, feeds), run_onnx(minilm_onnx.path, feeds)) > 0.9999
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_auto_fusion_is_skipped_before_int8(minilm_onnx: Model, tmp_path: Path, mode: str) -> None:
+    reports: dict[str, Any] = {}
+    steps = [{"optimize": {}}, {"quantize": {"mode": mode}}]
+    ctx = step_context(
+        tmp_path, task="text-embedding", steps=steps, calibration={"uri": "unused.jsonl"}
+    )
+    ctx = type(ctx)(spec=ctx.spec, workdir=tmp_path, report=reports.__setitem__)
+    result = optimize(minilm_onnx, ctx.spec.steps[0].optimize, ctx)
+    assert reports["transformerFusion"] == "skipped: INT8 quantization follows"
+    assert not any(op.startswith("com.microsoft") for op in _ops(result.path))

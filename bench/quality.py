@@ -12,7 +12,7 @@ length 128, 2 intra-op threads. Rows:
   weight_type=QuantType.QInt8) on the FP32 export, and torch.ao.quantization.quantize_dynamic
   on the PyTorch model (nn.Linear, qint8).
 
-Latency: interleaved rounds across rows (so load changes hit every row alike), medians.
+Latency: rows take turns run by run (so load changes hit every row alike); medians.
 Cosine: mean over held-out generated sentences of the row's sentence embedding against ORT
 FP32's. More rows: with --with-distill, `bench/quality_distill.py`'s `quality_rows() ->
 list[Row]` (Row/Candidate/Bench imported from here) are measured in the same run.
@@ -256,17 +256,17 @@ def tokenize(tokenizer_dir: Path, texts: list[str]) -> Feeds:
 def latencies(
     runners: dict[str, Callable[[Feeds], np.ndarray]], feeds: Feeds, runs: int, warmup: int = 10
 ) -> dict[str, list[float]]:
-    """Per-row latencies in ms: rounds of 10 runs per row, rows interleaved."""
+    """Per-row latencies in ms. Rows take turns run by run, so a busy neighbour slows every
+    row alike instead of whichever row happened to be timed at that moment."""
     for run in runners.values():
         for _ in range(warmup):
             run(feeds)
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(max(1, runs // 10)):
+    for _ in range(runs):
         for name, run in runners.items():
-            for _ in range(10):
-                started = time.perf_counter()
-                run(feeds)
-                times[name].append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            run(feeds)
+            times[name].append((time.perf_counter() - started) * 1000)
     return times
 
 

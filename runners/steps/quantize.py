@@ -377,6 +377,7 @@ def convert_fp16(source: Path, target: Path, config: QuantizeConfig) -> None:
     """FP16 weights and compute, float32 inputs/outputs kept when config.keep_io_types."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
     model: onnx.ModelProto = onnx.load_model(str(source), load_external_data=True)
     converted = convert_float_to_float16(
@@ -387,4 +388,8 @@ def convert_fp16(source: Path, target: Path, config: QuantizeConfig) -> None:
         # Shape inference by path only works under 2 GB; large models skip it.
         disable_shape_infer=model_io.weight_bytes(model) > model_io.EXTERNAL_DATA_THRESHOLD,
     )
-    model_io.save_onnx(converted, target)
+    # keep_io_types appends the input Casts at the end of the node list; ONNX Runtime does not
+    # mind, but onnx.checker (and every tool that validates) requires topological order.
+    wrapped = OnnxModel(converted)
+    wrapped.topological_sort()
+    model_io.save_onnx(wrapped.model, target)

@@ -110,3 +110,21 @@ def test_auto_fusion_is_skipped_before_int8(minilm_onnx: Model, tmp_path: Path, 
     result = optimize(minilm_onnx, ctx.spec.steps[0].optimize, ctx)
     assert reports["transformerFusion"] == "skipped: INT8 quantization follows"
     assert not any(op.startswith("com.microsoft") for op in _ops(result.path))
+
+
+def test_models_over_the_protobuf_limit_are_saved_with_external_data(
+    digits_onnx: Path, digits: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kondense.runners import model_io
+
+    monkeypatch.setattr(model_io, "EXTERNAL_DATA_THRESHOLD", 0)  # every model is "large"
+    ctx = step_context(tmp_path, steps=[{"optimize": {"level": "extended"}}])
+    result = optimize(Model(path=digits_onnx, format=ModelFormat.onnx), OptimizeConfig(), ctx)
+    assert [p.name for p in model_io.external_data_files(result.path)] == ["model.onnx.data"]
+    model_io.check_onnx(result.path)
+    x = digits["x_test"][:8]
+    np.testing.assert_allclose(
+        run_onnx(result.path, {"pixel_values": x}),
+        run_onnx(digits_onnx, {"pixel_values": x}),
+        atol=1e-4,
+    )

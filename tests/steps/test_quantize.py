@@ -90,6 +90,7 @@ def test_fp16_halves_the_model_and_keeps_float32_io(
     digits_onnx: Path, digits: dict, tmp_path: Path
 ) -> None:
     result = _quantize(digits_onnx, tmp_path, {"mode": "fp16"})
+    model_io.check_onnx(result.path)  # valid ONNX (nodes in topological order)
     model = onnx.load(str(result.path))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -183,3 +184,25 @@ def test_default_minilm_recipe_keeps_sentence_cosine(
 
 def _corpus() -> Path:
     return Path(__file__).resolve().parents[2] / "examples" / "data" / "sentences.jsonl"
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static", "fp16"])
+def test_models_over_the_protobuf_limit_keep_their_weights_in_external_data(
+    mode: str,
+    digits_onnx: Path,
+    digits_npz: Path,
+    digits: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every model counts as "over 2 GB": each stage must then read and write external data.
+    monkeypatch.setattr(model_io, "EXTERNAL_DATA_THRESHOLD", 0)
+    result = _quantize(
+        digits_onnx,
+        tmp_path,
+        {"mode": mode},
+        calibration={"uri": str(digits_npz), "samples": 64},
+    )
+    assert model_io.external_data_files(result.path), "weights should sit beside the model"
+    model_io.check_onnx(result.path)
+    assert _digits_agreement(digits_onnx, result.path, digits) >= 0.95

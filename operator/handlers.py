@@ -24,12 +24,12 @@ def _reconciler() -> Reconciler:
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
 def compression_job_event(body: kopf.Body, type: str, **_: Any) -> None:
-    """Created, changed, deleted, or listed at (re)start: reconcile it."""
+    """Created, changed, deleted, or listed at (re)start: reconcile it as it is now."""
     meta = body["metadata"]
     if type == "DELETED":
         _reconciler().forget(meta["namespace"], meta["name"])
         return
-    _reconciler().reconcile(_plain(body))
+    _reconciler().reconcile_named(meta["namespace"], meta["name"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_CHILDREN)

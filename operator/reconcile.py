@@ -58,6 +58,7 @@ class Reconciler:
         # revisits them, because kopf does not retry event handlers.
         self._active: set[tuple[str, str]] = set()
         self._failed: set[tuple[str, str]] = set()
+        self._queued: set[tuple[str, str]] = set()
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -70,32 +71,48 @@ class Reconciler:
     # --- entry points --------------------------------------------------------------------
 
     def reconcile_named(self, namespace: str, name: str) -> None:
-        """Reconcile the CompressionJob `namespace/name` as it is now (gone: nothing to do)."""
-        try:
-            cj = self.custom.get_namespaced_custom_object(
-                API_GROUP, API_VERSION, namespace, PLURAL, name
-            )
-        except ApiException as error:
-            if error.status == 404:
+        """Reconcile the CompressionJob `namespace/name` as it is now (gone: nothing to do).
+
+        Requests for a job that already has one waiting are dropped: the waiting one reads
+        the object after this request was made, so it sees everything this one would."""
+        key = (namespace, name)
+        with self._locks_guard:
+            if key in self._queued:
                 return
-            raise
-        self.reconcile(dict(cj))  # type: ignore[call-overload]
+            self._queued.add(key)
+        with self._lock(namespace, name):
+            with self._locks_guard:
+                self._queued.discard(key)
+            try:
+                cj = self.custom.get_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, PLURAL, name
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    return
+                raise
+            self._reconcile_locked(dict(cj))  # type: ignore[call-overload]
 
     def reconcile(self, cj: dict[str, Any]) -> None:
+        """Reconcile `cj` as given (the caller read it just now)."""
+        meta = cj["metadata"]
+        with self._lock(meta["namespace"], meta["name"]):
+            self._reconcile_locked(cj)
+
+    def _reconcile_locked(self, cj: dict[str, Any]) -> None:
         meta = cj["metadata"]
         if meta.get("deletionTimestamp"):
             return  # garbage collection removes the Job and its pods via owner references
         key = (meta["namespace"], meta["name"])
-        with self._lock(*key):
-            try:
-                self._reconcile(cj)
-            except Exception as error:
-                metrics.RECONCILE_ERRORS.labels(type(error).__name__).inc()
-                with self._locks_guard:
-                    self._failed.add(key)
-                raise
+        try:
+            self._reconcile(cj)
+        except Exception as error:
+            metrics.RECONCILE_ERRORS.labels(type(error).__name__).inc()
             with self._locks_guard:
-                self._failed.discard(key)
+                self._failed.add(key)
+            raise
+        with self._locks_guard:
+            self._failed.discard(key)
 
     def resync(self, everything: bool) -> None:
         """Reconcile again the jobs whose last reconcile failed, and with `everything` all

@@ -88,8 +88,6 @@ def locate_model(path: Path) -> tuple[Path, ModelFormat]:
     """
     if path.is_dir():
         onnx_files = sorted(path.glob("*.onnx"))
-        if len(onnx_files) == 1 and not (path / "config.json").exists():
-            return onnx_files[0], ModelFormat.onnx
         if len(onnx_files) == 1 and not any(path.glob("*.safetensors")):
             return onnx_files[0], ModelFormat.onnx
     return path, detect_format(path)
@@ -112,7 +110,9 @@ def _detect_directory(path: Path) -> ModelFormat:
             "config.json and .safetensors weights",
             field=FIELD,
         )
-    raise BadInput(f"{path} has config.json but no .safetensors weights; use {SAFE_FORMATS}")
+    raise BadInput(
+        f"{path} has config.json but no .safetensors weights; use {SAFE_FORMATS}", field=FIELD
+    )
 
 
 def _detect_archive(path: Path) -> ModelFormat:

@@ -200,3 +200,11 @@ def test_torchscript_loads_and_names_its_inputs(digits_cnn_torchscript: Path) ->
 def test_export_inputs_need_declared_shapes_when_nothing_else_tells(digits_cnn: Any) -> None:
     with pytest.raises(BadInput, match=r"spec\.model\.inputs"):
         model_io.example_inputs(["pixel_values"], declared=None, tokenizer_dir=None)
+
+
+def test_a_folder_with_one_onnx_model_is_that_model(tiny_onnx: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "downloaded"
+    folder.mkdir()
+    shutil.copy(tiny_onnx, folder / "model.onnx")
+    (folder / "README.md").write_text("a model card")
+    assert model_io.locate_model(folder) == (folder / "model.onnx", ModelFormat.onnx)

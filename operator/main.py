@@ -51,6 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def has_patterns(namespaces: list[str]) -> bool:
+    """Whether any --namespace is a kopf glob or exclusion rather than an exact name."""
+    return any(char in name for name in namespaces for char in "*?[!,")
+
+
 def api_client() -> Any:
     """An ApiClient from the in-cluster service account, else from KUBECONFIG."""
     from kubernetes import client, config
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     # Watching listed namespaces, the operator gets Roles in those namespaces only (the Helm
     # chart's rbac.scope=namespaced): kopf must not list namespaces and CRDs cluster-wide, or it
     # retries the 403s for minutes before falling back. Its documented restricted mode.
-    settings.scanning.disabled = bool(args.namespace)
+    # A glob (`team-*`) is resolved by listing namespaces, so scanning stays on for patterns.
+    settings.scanning.disabled = bool(args.namespace) and not has_patterns(args.namespace)
     kopf.run(
         standalone=True,  # no peering objects: one operator per cluster (Deployment, Recreate)
         clusterwide=not args.namespace,

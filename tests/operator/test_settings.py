@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kopf
 
-from kondense.operator.main import configure, parse_args
+from kondense.operator.main import configure, has_patterns, parse_args
 
 
 def test_watch_timeouts_are_set_and_progress_goes_to_annotations() -> None:
@@ -26,3 +26,9 @@ def test_command_line_matches_the_helm_chart() -> None:
     assert args.all_namespaces and args.namespace == [] and args.health_port == 8081
     scoped = parse_args(["--config=c.yaml", "--namespace=a", "--namespace=b"])
     assert scoped.namespace == ["a", "b"]
+
+
+def test_only_namespace_globs_keep_kopf_scanning_namespaces() -> None:
+    """Exact names need no cluster-wide listing (namespaced RBAC); globs cannot work without."""
+    assert not has_patterns(["team-a", "team-b"])
+    assert has_patterns(["team-*"]) and has_patterns(["!kube-system"])

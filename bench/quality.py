@@ -12,7 +12,8 @@ length 128, 2 intra-op threads. Rows:
   weight_type=QuantType.QInt8) on the FP32 export, and torch.ao.quantization.quantize_dynamic
   on the PyTorch model (nn.Linear, qint8).
 
-Latency: rows take turns run by run (so load changes hit every row alike); medians.
+Latency: rows take turns in blocks of 10 runs (load changes hit every row alike); medians;
+thread pools wait passively so an idle row never steals a core from the timed one.
 Cosine: mean over held-out generated sentences of the row's sentence embedding against ORT
 FP32's. More rows: with --with-distill, `bench/quality_distill.py`'s `quality_rows() ->
 list[Row]` (Row/Candidate/Bench imported from here) are measured in the same run.
@@ -38,6 +39,9 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Rows share one process: an idle thread pool that spin-waits (ORT's default, OpenMP's in
+# torch) steals a core from the row being timed. Passive waiting keeps rows independent.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
@@ -215,6 +219,7 @@ def _runner(candidate: Candidate) -> Callable[[Feeds], np.ndarray]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(candidate.onnx), options, providers=["CPUExecutionProvider"])
     accepted = {i.name for i in session.get_inputs()}
 
@@ -254,19 +259,25 @@ def tokenize(tokenizer_dir: Path, texts: list[str]) -> Feeds:
 
 
 def latencies(
-    runners: dict[str, Callable[[Feeds], np.ndarray]], feeds: Feeds, runs: int, warmup: int = 10
+    runners: dict[str, Callable[[Feeds], np.ndarray]],
+    feeds: Feeds,
+    runs: int,
+    warmup: int = 10,
+    block: int = 10,
 ) -> dict[str, list[float]]:
-    """Per-row latencies in ms. Rows take turns run by run, so a busy neighbour slows every
-    row alike instead of whichever row happened to be timed at that moment."""
+    """Per-row latencies in ms: rows take turns in blocks of `block` runs, so a busy neighbour
+    slows every row alike instead of whichever row happened to be timed at that moment."""
     for run in runners.values():
         for _ in range(warmup):
             run(feeds)
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(runs):
+    for _ in range(max(1, runs // block)):
         for name, run in runners.items():
-            started = time.perf_counter()
-            run(feeds)
-            times[name].append((time.perf_counter() - started) * 1000)
+            run(feeds)  # one untimed run after switching rows: caches hold the other model
+            for _ in range(block):
+                started = time.perf_counter()
+                run(feeds)
+                times[name].append((time.perf_counter() - started) * 1000)
     return times
 
 

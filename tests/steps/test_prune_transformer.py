@@ -84,3 +84,32 @@ def test_removing_a_dead_head_leaves_the_embeddings_unchanged(
     assert result.module.encoder.layer[0].attention.self.num_attention_heads == 11
     assert result.module.encoder.layer[0].intermediate.dense.out_features == 1536 - 128
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_fine_tuning_without_labels_pulls_embeddings_back_to_the_original(
+    minilm: Any, minilm_dir: Path, tmp_path: Path
+) -> None:
+    import copy
+    import json
+
+    text = tmp_path / "text.jsonl"
+    lines = [f"{a} {b}." for a in SENTENCES for b in ("today", "again", "for everyone")] * 16
+    text.write_text("".join(json.dumps({"text": line}) + "\n" for line in lines))
+    step = {"method": "structured", "amount": 0.5}
+    tuned_step = {**step, "fineTune": {"epochs": 2, "learningRate": 0.0003, "batchSize": 16}}
+    results = []
+    for index, config in enumerate((step, tuned_step)):
+        spec = job_spec({"prune": config}, task="text-embedding", training={"uri": str(text)})
+        prune = spec.steps[0].prune
+        assert isinstance(prune, PruneConfig)
+        ctx, _ = step_context(spec, tmp_path / f"work{index}")
+        model = Model(path=minilm_dir, format=ModelFormat.huggingface, module=copy.deepcopy(minilm))
+        results.append(run(model, prune, ctx).module)
+
+    with torch.no_grad():
+        original = forward(minilm, _tokens(minilm_dir))
+        untuned, tuned = (forward(m, _tokens(minilm_dir)) for m in results)
+    cosine = torch.nn.functional.cosine_similarity
+    # No labels in the data: the unpruned model's embeddings were the targets.
+    assert cosine(tuned, original).mean() > cosine(untuned, original).mean() + 0.1

@@ -32,14 +32,16 @@ def _prune(
     return result.module, notes
 
 
-def _median_ms(module: Any, x: torch.Tensor, runs: int) -> float:
+def _fastest_ms(module: Any, x: torch.Tensor, runs: int) -> float:
+    """The fastest of `runs` calls: load from other processes only ever adds time, so the
+    minimum is the steadiest estimate on a shared machine."""
     times = []
     with torch.no_grad():
         for _ in range(runs):
             start = time.perf_counter()
             module(x)
             times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+    return min(times) * 1000
 
 
 def test_structured_pruning_gives_a_smaller_faster_dense_network(
@@ -55,13 +57,20 @@ def test_structured_pruning_gives_a_smaller_faster_dense_network(
     assert all(float((m.weight == 0).float().mean()) < 0.01 for m in conv)
 
     x = torch.from_numpy(digits["x_test"][:256])
-    for module in (digits_cnn, pruned):  # warm up both before timing
-        _median_ms(module, x, 3)
-    original_ms, pruned_ms = [], []
-    for _ in range(5):  # interleaved, so load from other processes hits both alike
-        original_ms.append(_median_ms(digits_cnn, x, 5))
-        pruned_ms.append(_median_ms(pruned, x, 5))
-    assert np.median(pruned_ms) < 0.8 * np.median(original_ms)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: no waiting on a second core others may hold
+    try:
+        for module in (digits_cnn, pruned):  # warm up both before timing
+            _fastest_ms(module, x, 3)
+        original_ms, pruned_ms = [], []
+        for _ in range(10):  # interleaved, so load from other processes hits both alike
+            original_ms.append(_fastest_ms(digits_cnn, x, 3))
+            pruned_ms.append(_fastest_ms(pruned, x, 3))
+    finally:
+        torch.set_num_threads(threads)
+    # About 4x fewer multiply-adds; "faster" is asserted with a wide margin.
+    assert min(pruned_ms) < 0.8 * min(original_ms)
+    assert np.median(pruned_ms) < np.median(original_ms)
 
 
 def test_fine_tuning_brings_pruned_accuracy_back(

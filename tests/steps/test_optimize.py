@@ -99,7 +99,7 @@ def test_bert_fusion_fuses_minilm_attention_and_layer_norms(
 
 
 @pytest.mark.slow
-def test_auto_fusion_is_skipped_before_static_int8_only(minilm_onnx: Model, tmp_path: Path) -> None:
+def test_auto_fusion_is_skipped_before_int8_only(minilm_onnx: Model, tmp_path: Path) -> None:
     def fused_ops(mode: str, where: Path) -> list[str]:
         steps = [{"optimize": {}}, {"quantize": {"mode": mode}}]
         ctx = step_context(
@@ -109,7 +109,8 @@ def test_auto_fusion_is_skipped_before_static_int8_only(minilm_onnx: Model, tmp_
         return [op for op in _ops(result.path) if op.startswith("com.microsoft")]
 
     assert fused_ops("static", tmp_path / "static") == []
-    assert "com.microsoft:Attention" in fused_ops("dynamic", tmp_path / "dynamic")
+    assert fused_ops("dynamic", tmp_path / "dynamic") == []
+    assert "com.microsoft:Attention" in fused_ops("fp16", tmp_path / "fp16")
 
 
 def test_models_over_the_protobuf_limit_are_saved_with_external_data(

@@ -1,5 +1,4 @@
 # Benchmarks (included by the root Makefile). Figures come from these, never from timed tests.
--include bench/operator.mk
 
 .PHONY: bench-quality
 

@@ -68,5 +68,9 @@ test-unit: $(STAMP)  ## tests that need no cluster
 test: lint  ## everything: lint, types, unit, runner, control-plane and end-to-end tests
 	$(VENV)/bin/pytest tests
 
+crd: $(STAMP)  ## regenerate crds/compressionjob.yaml from the spec models and copy it into the chart
+	$(VENV)/bin/kondense crd -o crds/compressionjob.yaml
+	$(MAKE) --no-print-directory chart-sync-crd
+
 clean:
 	rm -rf build dist *.egg-info out .pytest_cache .mypy_cache .ruff_cache

@@ -290,17 +290,6 @@ def vocab_size(tokenizer_dir: Path | None) -> int:
 
 # --- synthetic inputs ------------------------------------------------------------------------
 
-_ONNX_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
-
 
 def onnx_input_signatures(model_path: Path) -> list[InputSignature]:
     """The graph inputs an ONNX model declares (initializers excluded), with their dims."""

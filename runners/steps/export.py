@@ -104,29 +104,21 @@ def export_onnx(
     # modules refuse .eval()); they are already graphs and go through the dynamo exporter, which
     # keeps their dynamic dimensions.
     program = isinstance(module, torch.export.ExportedProgram)
+    exporter: dict[str, Any] = (
+        {"dynamo": True}
+        if program
+        else {"dynamic_axes": dynamic_axes, "do_constant_folding": True, "dynamo": False}
+    )
     try:
-        if program:
-            torch.onnx.export(
-                module,
-                inputs,
-                str(target),
-                input_names=list(input_names),
-                output_names=list(output_names),
-                opset_version=opset,
-                dynamo=True,
-            )
-        else:
-            torch.onnx.export(
-                module,
-                inputs,
-                str(target),
-                input_names=list(input_names),
-                output_names=list(output_names),
-                dynamic_axes=dynamic_axes,
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
+        torch.onnx.export(
+            module,
+            inputs,
+            str(target),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            opset_version=opset,
+            **exporter,
+        )
     except Exception as error:
         raise KondenseError(
             f"ONNX export failed: {type(error).__name__}: {str(error).splitlines()[0]}"

@@ -28,6 +28,7 @@ from kondense.runners.spec import (
     QuantizeConfig,
     QuantizeMode,
     SpecModel,
+    Step,
 )
 from kondense.runners.steps import Model, Progress, StepContext, load_step, no_progress
 
@@ -61,7 +62,7 @@ class _Run:
 
 
 def resolve_uris(spec: CompressionJobSpec, base_dir: Path | None) -> CompressionJobSpec:
-    """`spec` with relative local paths (model, data, output) made absolute against `base_dir`."""
+    """`spec` with relative local paths (model, data, output, students) made absolute."""
 
     def fix(obj: SpecModel | None) -> Any:
         if obj is None:
@@ -76,8 +77,23 @@ def resolve_uris(spec: CompressionJobSpec, base_dir: Path | None) -> Compression
         }
     )
     return spec.model_copy(
-        update={"model": fix(spec.model), "data": data, "output": fix(spec.output)}
+        update={
+            "model": fix(spec.model),
+            "data": data,
+            "output": fix(spec.output),
+            "steps": [_resolve_student(step, base_dir) for step in spec.steps],
+        }
     )
+
+
+def _resolve_student(step: Step, base_dir: Path | None) -> Step:
+    """A distill step's student.uri, like the model's, is relative to the manifest's folder."""
+    if step.distill is None or step.distill.student.uri is None:
+        return step
+    student = step.distill.student.model_copy(
+        update={"uri": storage.resolve(step.distill.student.uri, base_dir)}
+    )
+    return step.model_copy(update={"distill": step.distill.model_copy(update={"student": student})})
 
 
 def run_job(

@@ -6,7 +6,7 @@ import json
 import uuid
 
 import pytest
-from fixtures.cluster import wait_for
+from fixtures.cluster import pod_finished, wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -130,7 +130,7 @@ def test_restricted_namespace_refuses_privileged_pod_and_admits_compliant_one(
     core.create_namespaced_pod(namespace, restricted_pod("compliant"))
     done = wait_for(
         core.list_namespaced_pod,
-        lambda p: p.status.phase in ("Succeeded", "Failed"),
+        pod_finished,
         timeout=60,
         namespace=namespace,
     )

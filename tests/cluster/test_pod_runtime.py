@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures.cluster import wait_for
+from fixtures.cluster import pod_finished, wait_for
 from kubernetes import client, watch
 
 pytestmark = pytest.mark.cluster
@@ -112,7 +112,7 @@ def test_pod_gets_env_volumes_init_output_and_in_cluster_api(cluster, namespace)
     core.create_namespaced_pod(namespace, pod)
     done = wait_for(
         core.list_namespaced_pod,
-        lambda p: p.status.phase in ("Succeeded", "Failed"),
+        pod_finished,
         timeout=90,
         namespace=namespace,
     )
@@ -154,7 +154,7 @@ def test_failing_container_reports_exit_code_and_log_fallback(cluster, namespace
     core.create_namespaced_pod(namespace, pod)
     done = wait_for(
         core.list_namespaced_pod,
-        lambda p: p.status.phase in ("Succeeded", "Failed"),
+        pod_finished,
         timeout=60,
         namespace=namespace,
     )
@@ -238,7 +238,7 @@ def test_on_failure_pod_restarts_until_success(cluster, namespace, tmp_path):
     core.create_namespaced_pod(namespace, pod)
     done = wait_for(
         core.list_namespaced_pod,
-        lambda p: p.status.phase in ("Succeeded", "Failed"),
+        pod_finished,
         timeout=60,
         namespace=namespace,
     )

@@ -21,11 +21,8 @@ help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
 
 # The virtual environment, rebuilt when pyproject.toml changes.
-$(STAMP): pyproject.toml scripts/install-torch.sh
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	scripts/install-torch.sh $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+$(STAMP): pyproject.toml scripts/install-venv.sh
+	PYTHON=$(PYTHON) scripts/install-venv.sh $(VENV) test
 	touch $@
 
 venv: $(STAMP)  ## create .venv and install kondense with every extra

@@ -326,7 +326,10 @@ class PodWorker(threading.Thread):
         threading.Thread(target=self.kill_all, daemon=True).start()
 
     def kill_all(self) -> None:
-        procs = [c.proc for c in self.init_containers + self.containers if c.proc]
+        # run_once starts a process and records it under this lock after checking `stopping`:
+        # reading under it sees every process that started before `stopping` was set.
+        with self.lock:
+            procs = [c.proc for c in self.init_containers + self.containers if c.proc]
         live = [p for p in procs if p.poll() is None]
         for p in live:
             signal_group(p, signal.SIGTERM)
@@ -1037,7 +1040,8 @@ class NodeAgent:
         procs = []
         for w in workers:
             w.stopping.set()
-            procs += [c.proc for c in w.init_containers + w.containers if c.proc]
+            with w.lock:  # see PodWorker.kill_all
+                procs += [c.proc for c in w.init_containers + w.containers if c.proc]
         live = [p for p in procs if p.poll() is None]
         for p in live:
             signal_group(p, signal.SIGTERM)

@@ -40,11 +40,25 @@ def recipe_summary(spec: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Phase:
-    """Where the job is, and why."""
+    """Where the job is, and why; `stalled` when it cannot move on without someone's help."""
 
     phase: str
     reason: str
     message: str
+    stalled: bool = False
+
+
+# Container waiting reasons that do not clear by themselves (a kubelet retries, but the same
+# image or missing config fails the same way): the job is stalled until someone fixes them.
+STUCK_WAITING = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
 
 
 def read_outcome(pod: dict[str, Any]) -> Outcome | str | None:
@@ -110,8 +124,40 @@ def observe_phase(
         attempt = f" (attempt {len(pods)})" if len(pods) > 1 else ""
         return Phase(RUNNING, "RunnerRunning", f"runner pod running on {node}{attempt}"), None
     if latest is not None:
-        return Phase(PENDING, "PodPending", "runner pod waiting to be scheduled or started"), None
+        return _pending(latest), None
     return Phase(PENDING, "JobCreated", "runner Job created, waiting for its pod"), None
+
+
+def _pending(pod: dict[str, Any]) -> Phase:
+    """A runner pod that is not running yet: waiting normally, or stuck (unschedulable, image
+    or container configuration errors), with the scheduler's or kubelet's words."""
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            return Phase(
+                PENDING,
+                "Unschedulable",
+                f"the runner pod cannot be scheduled: {condition.get('message') or 'no node fits'}"
+                " Check the node pool's nodeSelector, tolerations and resources in the operator"
+                " configuration, or choose another pool with spec.nodePool.",
+                stalled=True,
+            )
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_WAITING:
+            detail = waiting.get("message") or f"image {container.get('image', '?')}"
+            return Phase(
+                PENDING,
+                str(waiting["reason"]),
+                f"the runner container cannot start: {detail}. Check the pool's runner image"
+                " and the pod's configuration in the operator configuration.",
+                stalled=True,
+            )
+    return Phase(PENDING, "PodPending", "runner pod waiting to be scheduled or started")
 
 
 def _conditions(phase: Phase, generation: int) -> dict[str, tuple[str, str, str]]:
@@ -134,6 +180,15 @@ def _conditions(phase: Phase, generation: int) -> dict[str, tuple[str, str, str]
             "Failed": ("True", reason, message),
         }
     waiting = f"generation {generation}: {message}"
+    if phase.stalled:
+        resumes = "the job resumes by itself once the cause is fixed"
+        return {
+            "Ready": ("False", reason, waiting),
+            "Reconciling": ("False", reason, resumes),
+            "Stalled": ("True", reason, waiting),
+            "Succeeded": ("False", reason, waiting),
+            "Failed": ("False", reason, waiting),
+        }
     return {
         "Ready": ("False", reason, waiting),
         "Reconciling": ("True", reason, waiting),
@@ -262,7 +317,11 @@ def transition(current: dict[str, Any], desired: dict[str, Any]) -> Transition |
     keys = ("observedGeneration", "phase", "reason")
     if all(current.get(k) == desired.get(k) for k in keys):
         return None
-    kind = "Warning" if desired["phase"] == FAILED else "Normal"
+    stalled = any(
+        c.get("type") == "Stalled" and c.get("status") == "True"
+        for c in desired.get("conditions") or []
+    )
+    kind = "Warning" if desired["phase"] == FAILED or stalled else "Normal"
     message = (
         f"{desired['phase']} (generation {desired['observedGeneration']}): {desired['message']}"
     )

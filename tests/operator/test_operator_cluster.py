@@ -199,6 +199,24 @@ def test_transient_failure_is_retried_within_the_backoff_limit(
     assert phases == ["Failed", "Succeeded"]
 
 
+def test_unschedulable_runner_pod_stalls_the_job_with_the_schedulers_message(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    spec = recipe(tiny_model, operator.workdir / "out-nowhere", {"export": {}}, nodePool="nowhere")
+    apply(cluster, kop_namespace, compression_job("nowhere", **spec))
+    waited = cluster.kubectl_run(
+        "wait", "-n", kop_namespace, "--for=condition=Stalled", "--timeout=120s",
+        "compressionjob/nowhere", check=False,
+    )  # fmt: skip
+    body = wait_cj(cluster, kop_namespace, "nowhere", lambda b: True, 10)
+    assert waited.returncode == 0, f"{waited.stderr}\n{body.get('status')}\n{operator.log()}"
+    status = body["status"]
+    assert status["phase"] == "Pending" and status["reason"] == "Unschedulable"
+    assert "didn't match Pod's node affinity/selector" in status["message"], status["message"]
+    assert conditions(body)["Reconciling"]["status"] == "False"
+    assert "Unschedulable" in event_reasons(cluster, kop_namespace, "nowhere")
+
+
 def test_operator_killed_mid_run_resumes_without_duplicate_jobs(
     cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
 ) -> None:

@@ -161,3 +161,50 @@ def test_failure_event_is_a_warning() -> None:
     failed = operator_failure(cj(), "tpu", "UnknownNodePool", "spec.nodePool: no pool", NOW)
     moved = transition({}, failed)
     assert moved is not None and moved.type == "Warning" and moved.reason == "UnknownNodePool"
+
+
+def test_unschedulable_pod_stalls_the_job_with_the_schedulers_words() -> None:
+    waiting = pod("p1", "Pending")
+    waiting["spec"] = {}
+    waiting["status"] = {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 node(s) didn't match node selector.",
+            }
+        ],
+    }
+    status = compute_status(cj(), "gpu", job(), [waiting], NOW)
+    assert status["phase"] == "Pending" and status["reason"] == "Unschedulable"
+    assert "didn't match node selector" in status["message"]
+    assert "spec.nodePool" in status["message"]
+    assert conditions(status)["Stalled"] == ("True", "Unschedulable")
+    assert conditions(status)["Reconciling"] == ("False", "Unschedulable")
+    moved = transition({}, status)
+    assert moved is not None and moved.type == "Warning"
+
+
+def test_image_pull_error_stalls_the_job_and_a_plain_wait_does_not() -> None:
+    stuck = pod("p1", "Pending")
+    stuck["status"] = {
+        "phase": "Pending",
+        "containerStatuses": [
+            {
+                "name": "runner",
+                "image": "kondense-runner-cpu:typo",
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}},
+            }
+        ],
+    }
+    status = compute_status(cj(), "cpu", job(), [stuck], NOW)
+    assert status["reason"] == "ImagePullBackOff" and "not found" in status["message"]
+    assert conditions(status)["Stalled"][0] == "True"
+
+    stuck["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ContainerCreating"}}
+    status = compute_status(cj(), "cpu", job(), [stuck], NOW)
+    assert status["reason"] == "PodPending"
+    assert conditions(status)["Stalled"][0] == "False"
+    assert conditions(status)["Reconciling"][0] == "True"

@@ -13,7 +13,18 @@ from typing import Any
 import yaml
 
 from kondense.runners.report import Artifact, Results
-from kondense.runners.spec import API_GROUP, API_VERSION, KIND, CompressionJobSpec
+from kondense.runners.spec import (
+    API_GROUP,
+    API_VERSION,
+    FP16_ON_CPU,
+    KIND,
+    NEEDS_CALIBRATION,
+    NEEDS_TRAINING_DATA,
+    TRAINING_OUTLASTS_TIMEOUT,
+    UNWRITABLE_OUTPUT,
+    WRITABLE_OUTPUT_PREFIXES,
+    CompressionJobSpec,
+)
 
 PLURAL = "compressionjobs"
 SINGULAR = "compressionjob"
@@ -77,33 +88,22 @@ _HAS_FP16 = "self.steps.exists(s, has(s.quantize) && s.quantize.mode == 'fp16')"
 _TIMEOUT = "(has(self.timeoutSeconds) ? self.timeoutSeconds : 3600)"
 _NEEDS_TRAINING = "self.steps.exists(s, has(s.distill) || (has(s.prune) && has(s.prune.fineTune)))"
 
-# The same mistakes `cross_field_problems` reports locally, worded for kubectl users.
+# The same mistakes `cross_field_problems` reports locally, in the same words.
 SPEC_RULES = [
+    _rule(f"!{_HAS_STATIC} || (has(self.data) && has(self.data.calibration))", NEEDS_CALIBRATION),
     _rule(
-        f"!{_HAS_STATIC} || (has(self.data) && has(self.data.calibration))",
-        "spec.data.calibration: static INT8 quantization needs calibration data; add "
-        "data.calibration.uri (100-1000 representative samples) or use mode: dynamic",
+        f"!(has(self.nodePool) && self.nodePool == 'cpu' && {_HAS_FP16})", FP16_ON_CPU, ".nodePool"
     ),
     _rule(
-        f"!(has(self.nodePool) && self.nodePool == 'cpu' && {_HAS_FP16})",
-        "spec.nodePool: fp16 needs a GPU; remove nodePool: cpu or quantize with mode: dynamic",
-        ".nodePool",
+        f"!{_NEEDS_TRAINING} || (has(self.data) && has(self.data.training))", NEEDS_TRAINING_DATA
     ),
-    _rule(
-        f"!{_NEEDS_TRAINING} || (has(self.data) && has(self.data.training))",
-        "spec.data.training: fine-tuning and distillation need training data; add "
-        "data.training.uri",
-    ),
-    # Only the cluster enforces timeoutSeconds, so only the CRD can compare the two.
     _rule(
         "!self.steps.exists(s, (has(s.prune) && has(s.prune.fineTune) "
         "&& has(s.prune.fineTune.maxTrainSeconds) && s.prune.fineTune.maxTrainSeconds >= "
         f"{_TIMEOUT}) || (has(s.distill) && has(s.distill.training) "
         f"&& has(s.distill.training.maxTrainSeconds) && s.distill.training.maxTrainSeconds >= "
         f"{_TIMEOUT}))",
-        "spec.steps[].maxTrainSeconds: the training budget must be shorter than "
-        "spec.timeoutSeconds, or the Job is killed before training ends; lower "
-        "maxTrainSeconds or raise timeoutSeconds",
+        TRAINING_OUTLASTS_TIMEOUT,
     ),
 ]
 
@@ -121,10 +121,13 @@ STEP_RULES = [
 
 OUTPUT_RULES = [
     _rule(
-        "self.uri.matches('^(s3|pvc)://[^/]+') || self.uri.matches('^(file://)?/') "
-        "|| !self.uri.contains('://')",
-        "spec.output.uri: use s3://bucket/prefix, pvc://claim/path or a file path; other "
-        "schemes cannot be written to",
+        " || ".join(
+            [
+                *(f"self.uri.matches('{p}')" for p in WRITABLE_OUTPUT_PREFIXES),
+                "!self.uri.contains('://')",
+            ]
+        ),
+        UNWRITABLE_OUTPUT,
         ".uri",
     )
 ]

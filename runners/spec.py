@@ -7,6 +7,7 @@ Field names in manifests are camelCase (Kubernetes convention); Python code uses
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -472,27 +473,51 @@ class CompressionJobSpec(SpecModel):
         return [step.config for step in self.steps if step.name == name]
 
 
+# Cross-field mistakes, worded once: `kondense validate` and the CRD's CEL rules
+# (operator/crd.py) both say these.
+NEEDS_CALIBRATION = (
+    "spec.data.calibration: static INT8 quantization needs calibration data; add "
+    "data.calibration.uri (100-1000 representative samples) or use mode: dynamic"
+)
+FP16_ON_CPU = "spec.nodePool: fp16 needs a GPU; remove nodePool: cpu or quantize with mode: dynamic"
+NEEDS_TRAINING_DATA = (
+    "spec.data.training: fine-tuning and distillation need training data; add data.training.uri"
+)
+TRAINING_OUTLASTS_TIMEOUT = (
+    "spec.steps[].maxTrainSeconds: the training budget must be shorter than "
+    "spec.timeoutSeconds, or the Job is killed before training ends; lower "
+    "maxTrainSeconds or raise timeoutSeconds"
+)
+UNWRITABLE_OUTPUT = (
+    "spec.output.uri: use s3://bucket/prefix, pvc://claim/path or a file path; other "
+    "schemes cannot be written to"
+)
+# Output URIs artifacts can be written to: these prefixes, or a path with no scheme at all.
+# Plain RE2, so the CRD's CEL rule uses them too.
+WRITABLE_OUTPUT_PREFIXES = (r"^(s3|pvc)://[^/]+", r"^(file://)?/")
+
+
+def writable_output(uri: str) -> bool:
+    return "://" not in uri or any(re.match(p, uri) for p in WRITABLE_OUTPUT_PREFIXES)
+
+
 def cross_field_problems(spec: CompressionJobSpec) -> list[str]:
     """Mistakes that span fields. The CRD carries the same rules as CEL expressions."""
     problems = []
     modes = [q.mode for q in spec.steps_named("quantize") if isinstance(q, QuantizeConfig)]
     if QuantizeMode.static in modes and spec.data.calibration is None:
-        problems.append(
-            "spec.data.calibration: static INT8 quantization needs calibration data; add "
-            "data.calibration.uri (100-1000 representative samples) or use mode: dynamic"
-        )
+        problems.append(NEEDS_CALIBRATION)
     if QuantizeMode.fp16 in modes and spec.node_pool == "cpu":
-        problems.append(
-            "spec.nodePool: fp16 needs a GPU; remove nodePool: cpu or quantize with mode: dynamic"
-        )
-    needs_training = any(
-        isinstance(p, PruneConfig) and p.fine_tune is not None for p in spec.steps_named("prune")
-    ) or bool(spec.steps_named("distill"))
-    if needs_training and spec.data.training is None:
-        problems.append(
-            "spec.data.training: fine-tuning and distillation need training data; add "
-            "data.training.uri"
-        )
+        problems.append(FP16_ON_CPU)
+    training = [p.fine_tune for p in spec.steps_named("prune") if isinstance(p, PruneConfig)]
+    training += [d.training for d in spec.steps_named("distill") if isinstance(d, DistillConfig)]
+    settings = [t for t in training if t is not None]
+    if settings and spec.data.training is None:
+        problems.append(NEEDS_TRAINING_DATA)
+    if any((t.max_train_seconds or 0) >= spec.timeout_seconds for t in settings):
+        problems.append(TRAINING_OUTLASTS_TIMEOUT)
+    if not writable_output(spec.output.uri):
+        problems.append(UNWRITABLE_OUTPUT)
     return problems
 
 

@@ -6,7 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kondense.operator.crd import build_crd, render_crd, spec_schema, structural_schema
+import pytest
+from pydantic import ValidationError
+
+from kondense.operator.crd import (
+    OUTPUT_RULES,
+    SPEC_RULES,
+    build_crd,
+    render_crd,
+    spec_schema,
+    structural_schema,
+)
+from kondense.runners.spec import CompressionJobSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,6 +75,43 @@ def test_cross_field_rules_are_cel_with_messages_naming_the_field() -> None:
     assert any(m.startswith("spec.data.training:") for m in messages)
     step_rule = spec["properties"]["steps"]["items"]["x-kubernetes-validations"][0]
     assert "exactly one of" in step_rule["message"]
+
+
+VALID: dict[str, Any] = {
+    "model": {"uri": "s3://models/bert"},
+    "steps": [{"quantize": {"mode": "dynamic"}}],
+    "output": {"uri": "s3://out/bert"},
+}
+# One manifest per cross-field rule, keyed by the rule's message prefix.
+BREAKS_RULE: dict[str, dict[str, Any]] = {
+    "spec.data.calibration:": {"steps": [{"quantize": {"mode": "static"}}]},
+    "spec.nodePool:": {"steps": [{"quantize": {"mode": "fp16"}}], "nodePool": "cpu"},
+    "spec.data.training:": {"steps": [{"distill": {}}]},
+    "spec.steps[].maxTrainSeconds:": {
+        "steps": [{"prune": {"amount": 0.5, "fineTune": {"maxTrainSeconds": 600}}}],
+        "data": {"training": {"uri": "s3://d/train.npz"}},
+        "timeoutSeconds": 600,
+    },
+    "spec.output.uri:": {"output": {"uri": "https://example.com/out"}},
+}
+
+
+@pytest.mark.parametrize("rule", [*SPEC_RULES, *OUTPUT_RULES], ids=lambda r: r["message"][:30])
+def test_kondense_validate_refuses_what_each_cel_rule_refuses_in_its_words(
+    rule: dict[str, str],
+) -> None:
+    prefix = next((p for p in BREAKS_RULE if rule["message"].startswith(p)), None)
+    assert prefix is not None, f"no local twin tested for the CEL rule: {rule['message']}"
+    with pytest.raises(ValidationError) as refused:
+        CompressionJobSpec.model_validate({**VALID, **BREAKS_RULE[prefix]})
+    assert rule["message"] in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/prefix", "pvc://claim/out", "file:///abs/out", "/abs/out", "rel/out"]
+)
+def test_writable_output_uris_pass_locally(uri: str) -> None:
+    CompressionJobSpec.model_validate({**VALID, "output": {"uri": uri}})
 
 
 def test_status_subresource_printer_columns_and_short_name() -> None:

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from kondense.operator.config import PoolConfig
-from kondense.runners.errors import EXIT_BAD_INPUT, EXIT_REJECTED
+from kondense.runners.errors import EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT
 from kondense.runners.spec import API_GROUP, API_VERSION, KIND
 
 CONTAINER = "runner"
@@ -21,6 +21,7 @@ PVC_ROOT = "/mnt/pvc"
 WORK_DIR = "/var/lib/kondense/work"
 TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_TIMEOUT_SECONDS = 3600
+RUNNER_DEADLINE_GRACE_SECONDS = 60
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kondense-operator"
@@ -188,7 +189,10 @@ def build_runner_job(
         },
         "spec": {
             "backoffLimit": backoff_limit,
-            "activeDeadlineSeconds": int(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS),
+            # The runner keeps timeoutSeconds itself and says where the time went; the Job's
+            # deadline is the backstop for a runner that cannot (stuck in native code).
+            "activeDeadlineSeconds": int(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS)
+            + RUNNER_DEADLINE_GRACE_SECONDS,
             "podFailurePolicy": {
                 "rules": [
                     {
@@ -196,7 +200,7 @@ def build_runner_job(
                         "onExitCodes": {
                             "containerName": CONTAINER,
                             "operator": "In",
-                            "values": [EXIT_BAD_INPUT, EXIT_REJECTED],
+                            "values": [EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT],
                         },
                     },
                     # An evicted or preempted pod is not the recipe's fault.

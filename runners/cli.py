@@ -28,6 +28,7 @@ from kondense.runners.errors import (
     EXIT_FAILURE,
     EXIT_OK,
     BadInput,
+    DeadlineExceeded,
     KondenseError,
 )
 from kondense.runners.report import Outcome, Report, Results, termination_message
@@ -147,6 +148,7 @@ def run(
     ] = None,
 ) -> None:
     """Run a CompressionJob on this machine and print the trade-off table."""
+    from kondense.runners.deadline import deadline
     from kondense.runners.engine import Rejected, run_job
 
     outcome: Outcome
@@ -154,7 +156,7 @@ def run(
     report: Report | None = None
     try:
         job, base_dir = _job_from(file, job_env)
-        with _progress() as progress:
+        with _progress() as progress, deadline(job.spec.timeout_seconds, progress.doing):
             report = run_job(job, output, progress, base_dir=base_dir)
         outcome = Outcome(
             succeeded=True,
@@ -166,7 +168,7 @@ def run(
     except Rejected as error:
         report, code = error.report, error.exit_code
         outcome = _failure(error, report)
-    except KondenseError as error:
+    except (KondenseError, DeadlineExceeded) as error:
         code = error.exit_code
         outcome = _failure(error, None)
     except Exception as error:  # anything unforeseen is reported, then ends exit 1
@@ -241,7 +243,7 @@ def _job_from(file: Path | None, job_env: str | None) -> tuple[CompressionJob, P
     return read_job(file), file.resolve().parent
 
 
-def _failure(error: KondenseError, report: Report | None) -> Outcome:
+def _failure(error: KondenseError | DeadlineExceeded, report: Report | None) -> Outcome:
     return Outcome(
         succeeded=False,
         reason=error.reason,
@@ -303,6 +305,10 @@ class _Progress:
             done = f" ({completed:g}/{total:g})" if total else ""
             print(f"kondense: {description}{done}", file=sys.stderr, flush=True)
         self._last = description
+
+    def doing(self) -> str:
+        """What the job is doing now, for messages: 'quantize', 'measure baseline'."""
+        return self._last or "starting"
 
 
 def _progress() -> _Progress:

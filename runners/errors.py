@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-# Exit codes are a contract with the operator's podFailurePolicy: bad input and a rejected
-# result are final (never retried); anything else is treated as transient.
+# Exit codes are a contract with the operator's podFailurePolicy: bad input, a rejected result
+# and a spent time limit are final (never retried); anything else is treated as transient.
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_REJECTED = 3
+EXIT_TIMED_OUT = 4
 
 
 class KondenseError(Exception):
@@ -37,3 +38,11 @@ class ResultRejected(KondenseError):
 
     exit_code = EXIT_REJECTED
     reason = "ResultRejected"
+
+
+class DeadlineExceeded(BaseException):
+    """spec.timeoutSeconds is spent. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way up turns it into a different failure."""
+
+    exit_code = EXIT_TIMED_OUT
+    reason = "DeadlineExceeded"

@@ -456,7 +456,9 @@ class CompressionJobSpec(SpecModel):
         default=3600,
         ge=60,
         le=7 * 24 * 3600,
-        description="Wall-clock limit for the runner (cluster: the Job's activeDeadlineSeconds).",
+        description="Wall-clock limit for the whole recipe. The runner stops itself when it is "
+        "spent, with reason DeadlineExceeded and the stage it was in; in a cluster the runner "
+        "Job's activeDeadlineSeconds, 60 s later, is the backstop.",
     )
     resources: Resources | None = Field(
         default=None, description="Runner pod resources, overriding the node pool's defaults."

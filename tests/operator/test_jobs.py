@@ -79,11 +79,12 @@ def test_owner_reference_points_at_the_compression_job() -> None:
 
 def test_deadline_from_timeout_bounded_retries_and_no_retry_for_bad_input() -> None:
     job = build_runner_job(cj(timeoutSeconds=900), "cpu", CPU, backoff_limit=2)
-    assert job["spec"]["activeDeadlineSeconds"] == 900
+    # The runner stops itself at 900 s and reports it; the Job's deadline is the backstop.
+    assert job["spec"]["activeDeadlineSeconds"] == 900 + 60
     assert job["spec"]["backoffLimit"] == 2
     fail_job = job["spec"]["podFailurePolicy"]["rules"][0]
     assert fail_job["action"] == "FailJob"
-    assert fail_job["onExitCodes"]["values"] == [2, 3]
+    assert fail_job["onExitCodes"]["values"] == [2, 3, 4]
     assert pod_spec(job)["restartPolicy"] == "Never"
 
 

@@ -210,6 +210,13 @@ def status_schema() -> dict[str, Any]:
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    # Like the STATUS of `kubectl get pods`: why it is in that phase (Unschedulable, BadInput).
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": ".status.reason",
+        "description": "why the job is in its phase",
+    },
     {"name": "Recipe", "type": "string", "jsonPath": ".status.recipe"},
     {"name": "Pool", "type": "string", "jsonPath": ".status.runner.pool"},
     {
@@ -231,6 +238,13 @@ PRINTER_COLUMNS = [
         "description": "baseline metric - compressed metric",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Message",
+        "type": "string",
+        "jsonPath": ".status.message",
+        "priority": 1,
+        "description": "the runner's or operator's message (kubectl get -o wide)",
+    },
 ]
 
 

@@ -120,13 +120,17 @@ def test_status_subresource_printer_columns_and_short_name() -> None:
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns == {
         "Phase": ".status.phase",
+        "Reason": ".status.reason",
         "Recipe": ".status.recipe",
         "Pool": ".status.runner.pool",
         "Size-Ratio": ".status.results.sizeRatio",
         "Speedup": ".status.results.speedup",
         "Metric-Drop": ".status.results.metricDrop",
         "Age": ".metadata.creationTimestamp",
+        "Message": ".status.message",
     }
+    wide_only = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
+    assert wide_only == ["Message"]
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert {"observedGeneration", "phase", "conditions", "runner", "results", "artifacts"} <= set(
         status

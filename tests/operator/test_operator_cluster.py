@@ -115,11 +115,12 @@ def test_int8_job_succeeds_on_a_cpu_node_with_results_artifacts_and_columns(
     table = cluster.kubectl_run("get", "-n", kop_namespace, "compressionjobs", "tiny-int8")
     header, row = table.stdout.splitlines()[:2]
     assert header.split() == [
-        "NAME", "PHASE", "RECIPE", "POOL", "SIZE-RATIO", "SPEEDUP", "METRIC-DROP", "AGE",
+        "NAME", "PHASE", "REASON", "RECIPE", "POOL", "SIZE-RATIO", "SPEEDUP", "METRIC-DROP",
+        "AGE",
     ]  # fmt: skip
     cells = row.split()
-    assert cells[1:4] == ["Succeeded", "int8-dynamic", "cpu"]
-    assert float(cells[4]) == pytest.approx(status["results"]["sizeRatio"], rel=0.01)
+    assert cells[1:5] == ["Succeeded", "Succeeded", "int8-dynamic", "cpu"]
+    assert float(cells[5]) == pytest.approx(status["results"]["sizeRatio"], rel=0.01)
 
     reasons = event_reasons(cluster, kop_namespace, "tiny-int8")
     assert reasons[-1] == "Succeeded" and len(reasons) >= 2
@@ -215,6 +216,9 @@ def test_unschedulable_runner_pod_stalls_the_job_with_the_schedulers_message(
     assert "didn't match Pod's node affinity/selector" in status["message"], status["message"]
     assert conditions(body)["Reconciling"]["status"] == "False"
     assert "Unschedulable" in event_reasons(cluster, kop_namespace, "nowhere")
+    table = cluster.kubectl_run("get", "-n", kop_namespace, "compressionjobs", "-o", "wide")
+    row = table.stdout.splitlines()[1]
+    assert row.split()[1:3] == ["Pending", "Unschedulable"] and "node affinity/selector" in row
 
 
 def test_operator_killed_mid_run_resumes_without_duplicate_jobs(

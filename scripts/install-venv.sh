@@ -23,6 +23,14 @@ test -x "$venv/bin/uv" || "$venv/bin/python" -m pip install --quiet --disable-pi
 uv=("$venv/bin/uv" pip install --quiet --python "$venv/bin/python")
 
 if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
+  cache=$("$venv/bin/uv" cache dir)
+  mkdir -p "$cache"
+  free_gb=$(df -Pk "$cache" | awk 'NR==2 {print int($4 / 1048576)}')
+  if [ "$free_gb" -lt 8 ]; then
+    echo "install-venv: warning: $free_gb GB free for $cache; a first PyTorch download needs" \
+      "about 7 GB there (the PyPI build carries CUDA libraries). Set UV_CACHE_DIR to a" \
+      "roomier disk if the install runs out of space." >&2
+  fi
   if "$venv/bin/python" - "$cpu_index" >/dev/null 2>&1 <<'PY'
 import sys, urllib.request
 urllib.request.urlopen(sys.argv[1].rstrip("/") + "/torch/", timeout=10)

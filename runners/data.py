@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kondense.runners.errors import BadInput
-from kondense.runners.spec import DataSource, TensorSpec
+from kondense.runners.spec import DataSource
 
 LABELS = "labels"
 # Token ids drawn for synthetic text inputs stay below this when the vocabulary is unknown.
@@ -312,11 +312,6 @@ def onnx_input_signatures(model_path: Path) -> list[InputSignature]:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
         signatures.append(InputSignature(value.name, tuple(dims), dtype))
     return signatures
-
-
-def spec_input_signatures(inputs: Sequence[TensorSpec]) -> list[InputSignature]:
-    """Signatures from spec.model.inputs: concrete shapes as the user declared them."""
-    return [InputSignature(t.name, tuple(t.shape), np.dtype(str(t.dtype))) for t in inputs]
 
 
 def concrete_shape(

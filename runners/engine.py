@@ -33,7 +33,6 @@ from kondense.runners.spec import (
 from kondense.runners.steps import Model, Progress, StepContext, load_step, no_progress
 
 MODEL_NAME = "model.onnx"
-EXTERNAL_DATA_NAME = "model.onnx.data"
 # Steps that work on ONNX graphs; a torch model is exported before them.
 ONNX_STEPS = {"optimize", "quantize"}
 # Evaluation runs in batches of this size unless the model fixes its batch dimension.
@@ -109,6 +108,8 @@ def run_job(
     Returns the report of an accepted result. Raises BadInput for wrong input (nothing is
     published) and Rejected when a gate failed (published, marked accepted: false).
     """
+    from kondense.runners import data
+
     spec = resolve_uris(job.spec, base_dir)
     target = storage.resolve(output_uri, Path.cwd()) if output_uri else spec.output.uri
     if storage.scheme(target) in {"https", "http"}:
@@ -120,9 +121,10 @@ def run_job(
         progress("fetch model", 0, None)
         original = _load_model(spec, work)
         baseline, export_seconds = _baseline(original, spec, work, run)
-        _check_data(spec, baseline, _tokenizer_dir(baseline, original))
+        signatures = data.onnx_input_signatures(baseline.path)
+        _check_data(spec, signatures, _tokenizer_dir(baseline, original))
         result = _run_steps(original, baseline, export_seconds, spec, work, run)
-        results = _measure(baseline, result, original, spec, run)
+        results = _measure(baseline, result, original, spec, signatures, run)
         out = work / "output"
         write_output(result, original, out)
         problems = gate_problems(results, spec)
@@ -250,11 +252,10 @@ def _tokenizer_dir(*models: Model) -> Path | None:
 
 
 def _eval_batches(
-    spec: CompressionJobSpec, baseline: Model, tokenizer_dir: Path | None
+    spec: CompressionJobSpec, signatures: list[Any], tokenizer_dir: Path | None
 ) -> Iterator[Any]:
     from kondense.runners import data
 
-    signatures = data.onnx_input_signatures(baseline.path)
     names = [s.name for s in signatures]
     fixed_batch = signatures[0].shape[0] if signatures and signatures[0].shape else None
     batch_size = fixed_batch if isinstance(fixed_batch, int) else EVAL_BATCH
@@ -273,7 +274,7 @@ def _eval_batches(
             yield batch
         return
     yield from data.synthetic_batches(
-        _benchmark_signatures(spec, baseline),
+        _benchmark_signatures(spec, signatures),
         batches=max(1, SYNTHETIC_SAMPLES // batch_size),
         batch_size=batch_size,
         sequence_length=length,
@@ -281,14 +282,15 @@ def _eval_batches(
     )
 
 
-def _check_data(spec: CompressionJobSpec, baseline: Model, tokenizer_dir: Path | None) -> None:
+def _check_data(
+    spec: CompressionJobSpec, signatures: list[Any], tokenizer_dir: Path | None
+) -> None:
     """Read the first batch of the evaluation and calibration data before any long step runs.
 
     A data file that does not fit the model fails the job in seconds, not after compression.
     """
     from kondense.runners import data
 
-    signatures = data.onnx_input_signatures(baseline.path)
     names = [s.name for s in signatures]
     for source in (spec.data.evaluation, spec.data.calibration):
         if source is None:
@@ -304,11 +306,10 @@ def _check_data(spec: CompressionJobSpec, baseline: Model, tokenizer_dir: Path |
             data.check_batch_fits(batch, signatures, Path(source.uri).name)
 
 
-def _benchmark_signatures(spec: CompressionJobSpec, baseline: Model) -> list[Any]:
-    """The model's declared inputs, with spec.model.inputs' shapes where the user gave them."""
+def _benchmark_signatures(spec: CompressionJobSpec, signatures: list[Any]) -> list[Any]:
+    """The model's inputs, with spec.model.inputs' shapes where the user gave them."""
     from kondense.runners import data
 
-    signatures = data.onnx_input_signatures(baseline.path)
     declared = {t.name: t for t in spec.model.inputs or []}
     unknown = sorted(set(declared) - {s.name for s in signatures})
     if unknown:
@@ -329,7 +330,12 @@ def _benchmark_signatures(spec: CompressionJobSpec, baseline: Model) -> list[Any
 
 
 def _measure(
-    baseline: Model, result: Model, original: Model, spec: CompressionJobSpec, run: _Run
+    baseline: Model,
+    result: Model,
+    original: Model,
+    spec: CompressionJobSpec,
+    signatures: list[Any],
+    run: _Run,
 ) -> Results:
     from kondense.runners import data, evaluate
     from kondense.runners.benchmark import benchmark_models
@@ -343,7 +349,7 @@ def _measure(
     evaluation = evaluate.evaluate_pair(
         baseline.path,
         result.path,
-        _eval_batches(spec, baseline, tokenizer_dir),
+        _eval_batches(spec, signatures, tokenizer_dir),
         task=spec.model.task,
         metric=settings.metric,
         threads=threads,
@@ -351,7 +357,7 @@ def _measure(
     )
     run.progress("benchmark", 0, None)
     (inputs,) = data.synthetic_batches(
-        _benchmark_signatures(spec, baseline),
+        _benchmark_signatures(spec, signatures),
         batches=1,
         batch_size=settings.batch_size,
         sequence_length=settings.sequence_length,
@@ -368,7 +374,7 @@ def _measure(
     with_gzip = bool(spec.steps_named("prune"))
     base_figures = _figures(baseline.path, base_time, evaluation.baseline, with_gzip)
     result_figures = _figures(result.path, result_time, evaluation.compressed, with_gzip)
-    is_text = any(s.dtype.kind in "iu" for s in data.onnx_input_signatures(baseline.path))
+    is_text = any(s.dtype.kind in "iu" for s in signatures)
     return Results(
         baseline=base_figures,
         compressed=result_figures,
@@ -385,17 +391,9 @@ def _measure(
 
 def model_files(path: Path) -> list[Path]:
     """The ONNX file and the external-data files it references."""
-    import onnx
-
     from kondense.runners import model_io
 
-    model = onnx.load(str(path), load_external_data=False)
-    files = {path}
-    for tensor in model_io.iter_tensors(model):
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                files.add(path.parent / entry.value)
-    return sorted(files)
+    return [path, *model_io.external_data_files(path)]
 
 
 def _weight_stats(path: Path) -> tuple[int, float]:
@@ -485,32 +483,15 @@ def fp16_cpu_verdict(results: Results, spec: CompressionJobSpec) -> str | None:
 
 def write_output(result: Model, original: Model, out: Path) -> None:
     """model.onnx (+ external data) and the tokenizer/config files a consumer needs."""
+    from kondense.runners import model_io
+
     out.mkdir(parents=True)
-    files = model_files(result.path)
-    if len(files) == 1:
+    if len(model_files(result.path)) == 1:
         shutil.copyfile(result.path, out / MODEL_NAME)
     else:
         import onnx
 
-        model = onnx.load(str(result.path))
-        onnx.save(
-            model,
-            str(out / MODEL_NAME),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=EXTERNAL_DATA_NAME,
-        )
+        model_io.save_onnx(onnx.load(str(result.path)), out / MODEL_NAME, external=True)
     assets = _tokenizer_dir(result, original)
     if assets is not None:
-        _copy_assets(assets, out)
-
-
-def _copy_assets(source: Path, out: Path) -> None:
-    from kondense.runners import model_io
-
-    for name in model_io.HF_ASSET_FILES:
-        if (source / name).is_file():
-            shutil.copyfile(source / name, out / name)
-    for name in model_io.HF_ASSET_DIRS:
-        if (source / name).is_dir():
-            shutil.copytree(source / name, out / name)
+        model_io.copy_hf_assets(assets, out)

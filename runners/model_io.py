@@ -13,6 +13,7 @@ import inspect
 import json
 import os
 import pickle
+import shutil
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -153,6 +154,16 @@ def _parses_as_onnx(path: Path) -> bool:
 # --- ONNX ------------------------------------------------------------------------------------
 
 
+def require_onnx(model: Model, step: str) -> None:
+    """Refuse anything but a valid ONNX model for an ONNX-only step."""
+    if model.module is not None or model.format is not ModelFormat.onnx:
+        raise BadInput(
+            f"{step} works on ONNX models; put an export step before {step}",
+            field="spec.steps",
+        )
+    check_onnx(model.path)
+
+
 def check_onnx(path: Path) -> None:
     """Validate the ONNX model at `path` (onnx.checker, by path so >2 GB models work).
 
@@ -275,6 +286,17 @@ def save_onnx(model: onnx.ModelProto, path: Path, *, external: bool | None = Non
     return path
 
 
+def copy_hf_assets(source: Path, target: Path) -> None:
+    """Copy the tokenizer/config files and folders a consumer needs from `source` to `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in HF_ASSET_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    for name in HF_ASSET_DIRS:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+
+
 def external_data_files(path: Path) -> list[Path]:
     """The external-data files the ONNX model at `path` refers to."""
     import onnx
@@ -317,7 +339,7 @@ def load_torch_module(model: Model, task: Task) -> torch.nn.Module:
     torch.jit.load, torch.export archives with torch.export.load after a pickle check.
     """
     if model.module is not None:
-        if _is_huggingface(model.module):
+        if is_huggingface(model.module):
             assets = model.assets or (model.path if model.path.is_dir() else None)
             return wrap_huggingface(model.module, assets, task)
         module: torch.nn.Module = model.module
@@ -429,7 +451,8 @@ def _pickle_forbidden() -> Iterator[None]:
         pickle.loads = original_loads
 
 
-def _is_huggingface(module: Any) -> bool:
+def is_huggingface(module: Any) -> bool:
+    """A transformers model (it has a config and can save itself)."""
     return hasattr(module, "config") and hasattr(module, "save_pretrained")
 
 
@@ -514,13 +537,9 @@ def _tensor_module_class() -> type:
             if self.pooling["cls"]:
                 pooled = output[:, 0]
             else:
-                mask = inputs.get("attention_mask")
-                if mask is None:
-                    pooled = output.mean(dim=1)
-                else:
-                    weights = mask.unsqueeze(-1).to(output.dtype)
-                    summed = (output * weights).sum(dim=1)
-                    pooled = summed / weights.sum(dim=1).clamp(min=1e-9)
+                from kondense.runners.training import mean_pool
+
+                pooled = mean_pool(output, inputs.get("attention_mask"))
             if self.pooling["normalize"]:
                 pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
             return pooled

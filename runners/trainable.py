@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kondense.runners.errors import BadInput
+from kondense.runners.model_io import is_huggingface
 from kondense.runners.spec import DataSource, ModelFormat, Task
 from kondense.runners.steps import Model, StepContext
 from kondense.runners.training import BatchStream, TrainingBatch
@@ -87,10 +88,6 @@ def is_torchscript(module: Any) -> bool:
     import torch
 
     return isinstance(module, torch.jit.ScriptModule)
-
-
-def is_huggingface(module: Any) -> bool:
-    return hasattr(module, "config") and hasattr(module, "save_pretrained")
 
 
 def tokenizer_dir(model: Model) -> Path | None:
@@ -190,9 +187,7 @@ def example_inputs(ctx: StepContext, stream: BatchStream | None) -> dict[str, to
 
     declared = ctx.spec.model.inputs
     if declared:
-        dtypes = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
-        dtypes |= {"int32": torch.int32, "bool": torch.bool}
-        return {t.name: torch.ones(t.shape, dtype=dtypes[t.dtype.value]) for t in declared}
+        return {t.name: torch.ones(t.shape, dtype=getattr(torch, t.dtype.value)) for t in declared}
     if stream is not None:
         for batch in stream():
             return {k: v[:2] for k, v in to_tensors(batch.inputs).items()}

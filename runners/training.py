@@ -147,7 +147,6 @@ def _mean_loss(
     import torch
 
     module.eval()
-    values = []
     with torch.no_grad():
         values = [float(loss(module, batch)) for batch in batches]
     return float(np.mean(values)) if values else float("inf")

@@ -8,7 +8,6 @@ at evaluation.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,11 +34,11 @@ def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
 
     task = ctx.spec.model.task
     ctx.progress("export: loading the PyTorch model", 0, 3)
-    module = model_io.load_torch_module(model, task)
-    assets = copy_assets(model, ctx.workdir / "assets")
     program = None
     if model.module is None and model.format is ModelFormat.exported_program:
         program = model_io.load_exported_program(model.path)
+    module = program.module() if program is not None else model_io.load_torch_module(model, task)
+    assets = copy_assets(model, ctx.workdir / "assets")
     input_names = model_io.module_signature(module, ctx.spec.model.inputs)
     inputs = model_io.example_inputs(
         input_names,
@@ -158,13 +157,7 @@ def copy_assets(model: Model, target: Path) -> Path | None:
     source = model_io.hf_assets_dir(model)
     if source is None:
         return None
-    target.mkdir(parents=True, exist_ok=True)
-    for name in model_io.HF_ASSET_FILES:
-        if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
-    for name in model_io.HF_ASSET_DIRS:
-        if (source / name).is_dir():
-            shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+    model_io.copy_hf_assets(source, target)
     return target
 
 

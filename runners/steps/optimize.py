@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kondense.runners import model_io
-from kondense.runners.errors import BadInput
 from kondense.runners.spec import (
-    ModelFormat,
     OptimizeConfig,
     OptimizeLevel,
     QuantizeConfig,
@@ -37,12 +35,7 @@ BERT_LIKE = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra"
 
 def run(model: Model, config: OptimizeConfig, ctx: StepContext) -> Model:
     """`model` (ONNX) fused and optimized, saved as ctx.workdir/model.onnx."""
-    if model.module is not None or model.format is not ModelFormat.onnx:
-        raise BadInput(
-            "optimize works on ONNX models; put an export step before optimize",
-            field="spec.steps",
-        )
-    model_io.check_onnx(model.path)
+    model_io.require_onnx(model, "optimize")
     current = model.path
     notes: dict[str, Any] = {}
     shape = transformer_shape(model.assets, config.transformer)

@@ -35,7 +35,8 @@ def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
     )
     classes = pruning.module_classes(config.module_types, field="prune.moduleTypes")
     # The unpruned model is the target when an embedding model is fine-tuned without labels.
-    original = copy.deepcopy(module) if config.fine_tune is not None else module
+    keep_original = config.fine_tune is not None and task is Task.text_embedding
+    original = copy.deepcopy(module) if keep_original else module
     notes: dict[str, Any] = {
         "method": config.method.value,
         "amount": config.amount,
@@ -69,9 +70,9 @@ def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
                 "attentionHeads": f"{removed.heads_before} -> {removed.heads_after}",
                 "feedForwardChannels": f"{removed.ffn_before} -> {removed.ffn_after}",
             }
-            return _finish(module, original, model, config, ctx, stream, notes, classes)
-        example = trainable.example_inputs(ctx, stream)
-        pruning.prune_channels(module, example, config.amount, classes)
+        else:
+            example = trainable.example_inputs(ctx, stream)
+            pruning.prune_channels(module, example, config.amount, classes)
     return _finish(module, original, model, config, ctx, stream, notes, classes)
 
 
@@ -92,13 +93,12 @@ def _finish(
 
     if config.fine_tune is not None and stream is not None:
         loss = _fine_tune_loss(task, original)
-        result = _fine_tune(module, stream, loss, config.fine_tune, ctx, config)
-        notes |= result
-    if config.method is PruneMethod.magnitude:
-        # Fine-tuning moves zeros; pruning again keeps the promised sparsity.
-        sparsity = pruning.measure_sparsity(module, classes)
-        notes["sparsity"] = round(sparsity.fraction, 6)
-        notes["zeroParameters"] = sparsity.zero_parameters
+        notes |= _fine_tune(module, stream, loss, config.fine_tune, ctx, config, classes)
+        if config.method is PruneMethod.magnitude:
+            # Fine-tuning kept the masked zeros; measure what the saved weights hold.
+            sparsity = pruning.measure_sparsity(module, classes)
+            notes["sparsity"] = round(sparsity.fraction, 6)
+            notes["zeroParameters"] = sparsity.zero_parameters
 
     notes["parametersAfter"] = pruning.parameter_count(module)
     if config.method is PruneMethod.magnitude:
@@ -120,46 +120,38 @@ def _fine_tune(
     settings: FineTune,
     ctx: StepContext,
     config: PruneConfig,
+    classes: tuple[type, ...],
 ) -> dict[str, Any]:
     import torch
 
     from kondense.runners import pruning
     from kondense.runners.training import train
 
-    masks = None
+    masks = []
     if config.method is PruneMethod.magnitude:
-        # Keep pruned weights at zero while training: the mask is re-applied after each step.
-        classes = pruning.module_classes(config.module_types, field="prune.moduleTypes")
+        # Keep pruned weights at zero while training: the mask is re-applied before each step
+        # and once after the last.
         masks = [(m, m.weight != 0) for m in pruning.weighted_layers(module, classes)]
 
-        def masked_loss(m: torch.nn.Module, batch: TrainingBatch) -> torch.Tensor:
-            with torch.no_grad():
-                for layer, mask in masks or []:
-                    layer.weight.mul_(mask)
-            return loss(m, batch)
-
-        result = train(
-            module,
-            stream,
-            masked_loss,
-            settings,
-            seed=settings.seed,
-            progress=ctx.progress,
-            description="fine-tune",
-        )
+    def reapply_masks() -> None:
         with torch.no_grad():
             for layer, mask in masks:
                 layer.weight.mul_(mask)
-    else:
-        result = train(
-            module,
-            stream,
-            loss,
-            settings,
-            seed=settings.seed,
-            progress=ctx.progress,
-            description="fine-tune",
-        )
+
+    def masked_loss(m: torch.nn.Module, batch: TrainingBatch) -> torch.Tensor:
+        reapply_masks()
+        return loss(m, batch)
+
+    result = train(
+        module,
+        stream,
+        masked_loss if masks else loss,
+        settings,
+        seed=settings.seed,
+        progress=ctx.progress,
+        description="fine-tune",
+    )
+    reapply_masks()
     return result.notes("fineTune")
 
 
@@ -169,6 +161,7 @@ def _fine_tune_loss(task: Task, original: torch.nn.Module) -> Any:
     import torch
     import torch.nn.functional as F
 
+    from kondense.runners.distillation import cosine_loss
     from kondense.runners.trainable import require_labels
     from kondense.runners.training import forward
 
@@ -179,7 +172,7 @@ def _fine_tune_loss(task: Task, original: torch.nn.Module) -> Any:
             with torch.no_grad():
                 target = forward(original, batch.inputs)
             output = forward(module, batch.inputs)
-            return (1 - F.cosine_similarity(output, target, dim=-1)).mean()
+            return cosine_loss(output, target)
         labels = require_labels(batch, why="fine-tuning after pruning")
         return F.cross_entropy(forward(module, batch.inputs), torch.from_numpy(labels).long())
 

@@ -24,7 +24,6 @@ from kondense.runners.errors import BadInput, KondenseError
 from kondense.runners.spec import (
     CalibrationMethod,
     DataSource,
-    ModelFormat,
     QuantizeConfig,
     QuantizeMode,
 )
@@ -59,12 +58,7 @@ UNKNOWN_TYPES_ARE_FLOAT = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
 
 def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
     """`model` (ONNX) quantized per `config.mode`, saved as ctx.workdir/model.onnx."""
-    if model.module is not None or model.format is not ModelFormat.onnx:
-        raise BadInput(
-            "quantize works on ONNX models; put an export step before quantize",
-            field="spec.steps",
-        )
-    model_io.check_onnx(model.path)
+    model_io.require_onnx(model, "quantize")
     target = ctx.workdir / MODEL_FILE
     large = model_io.onnx_size_bytes(model.path) > model_io.EXTERNAL_DATA_THRESHOLD
     if config.mode is QuantizeMode.fp16:

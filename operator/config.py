@@ -29,13 +29,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+# The manifest reaches the runner in this variable; the runner writes its outcome to this file.
+JOB_ENV = "KONDENSE_JOB"
+TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_RUNNER_COMMAND = [
     "kondense",
     "run",
     "--job-env",
-    "KONDENSE_JOB",
+    JOB_ENV,
     "--termination-log",
-    "/dev/termination-log",
+    TERMINATION_LOG,
 ]
 
 

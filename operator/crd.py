@@ -16,6 +16,7 @@ from kondense.runners.report import Artifact, Results
 from kondense.runners.spec import (
     API_GROUP,
     API_VERSION,
+    DEFAULT_TIMEOUT_SECONDS,
     FP16_ON_CPU,
     KIND,
     NEEDS_CALIBRATION,
@@ -85,7 +86,7 @@ def _rule(rule: str, message: str, field_path: str | None = None) -> dict[str, s
 
 _HAS_STATIC = "self.steps.exists(s, has(s.quantize) && s.quantize.mode == 'static')"
 _HAS_FP16 = "self.steps.exists(s, has(s.quantize) && s.quantize.mode == 'fp16')"
-_TIMEOUT = "(has(self.timeoutSeconds) ? self.timeoutSeconds : 3600)"
+_TIMEOUT = f"(has(self.timeoutSeconds) ? self.timeoutSeconds : {DEFAULT_TIMEOUT_SECONDS})"
 _NEEDS_TRAINING = "self.steps.exists(s, has(s.distill) || (has(s.prune) && has(s.prune.fineTune)))"
 
 # The same mistakes `cross_field_problems` reports locally, in the same words.

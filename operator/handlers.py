@@ -7,8 +7,9 @@ from typing import Any
 
 import kopf
 
+from kondense.operator.crd import PLURAL
 from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
-from kondense.operator.reconcile import PLURAL, Reconciler, owner_name
+from kondense.operator.reconcile import Reconciler, owner_name
 from kondense.runners.spec import API_GROUP, API_VERSION
 
 # Set by main() before kopf starts.
@@ -45,20 +46,6 @@ def runner_pod_event(body: kopf.Body, **_: Any) -> None:
 
 
 def _reconcile_owner(body: kopf.Body) -> None:
-    name = owner_name(_plain(body))
+    name = owner_name(body)
     if name is not None:
         _reconciler().reconcile_named(body["metadata"]["namespace"], name)
-
-
-def _plain(body: kopf.Body) -> dict[str, Any]:
-    """kopf's read-only body view as plain dicts and lists."""
-    thawed: dict[str, Any] = _thaw(body)
-    return thawed
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_thaw(v) for v in value]
-    return value

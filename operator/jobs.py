@@ -11,16 +11,14 @@ import hashlib
 import json
 from typing import Any
 
-from kondense.operator.config import PoolConfig
+from kondense.operator.config import JOB_ENV, TERMINATION_LOG, PoolConfig
 from kondense.runners.errors import EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT
-from kondense.runners.spec import API_GROUP, API_VERSION, KIND
+from kondense.runners.spec import API_GROUP, API_VERSION, DEFAULT_TIMEOUT_SECONDS, KIND
 
 CONTAINER = "runner"
 RUNNER_UID = 65532  # the distroless "nonroot" user
 PVC_ROOT = "/mnt/pvc"
 WORK_DIR = "/var/lib/kondense/work"
-TERMINATION_LOG = "/dev/termination-log"
-DEFAULT_TIMEOUT_SECONDS = 3600
 RUNNER_DEADLINE_GRACE_SECONDS = 60
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -108,7 +106,7 @@ def build_runner_job(
     annotations = {ANNOTATION_NAME: meta["name"]}
     claims = pvc_claims(spec)
     env = [
-        {"name": "KONDENSE_JOB", "value": _runner_manifest(cj)},
+        {"name": JOB_ENV, "value": _runner_manifest(cj)},
         {"name": "KONDENSE_PVC_ROOT", "value": PVC_ROOT},
         # The root filesystem is read-only: caches and temporary files go to /tmp.
         {"name": "HOME", "value": "/tmp"},

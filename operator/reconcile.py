@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from kondense.operator import metrics
 from kondense.operator.config import OperatorConfig
+from kondense.operator.crd import PLURAL
 from kondense.operator.jobs import (
     ANNOTATION_NAME,
     LABEL_GENERATION,
@@ -35,7 +37,6 @@ from kondense.operator.status import (
 )
 from kondense.runners.spec import API_GROUP, API_VERSION, KIND
 
-PLURAL = "compressionjobs"
 log = logging.getLogger("kondense.operator")
 
 
@@ -92,12 +93,6 @@ class Reconciler:
                     return
                 raise
             self._reconcile_locked(dict(cj))  # type: ignore[call-overload]
-
-    def reconcile(self, cj: dict[str, Any]) -> None:
-        """Reconcile `cj` as given (the caller read it just now)."""
-        meta = cj["metadata"]
-        with self._lock(meta["namespace"], meta["name"]):
-            self._reconcile_locked(cj)
 
     def _reconcile_locked(self, cj: dict[str, Any]) -> None:
         meta = cj["metadata"]
@@ -271,7 +266,7 @@ class Reconciler:
             log.warning("could not post an Event on %s: %s", meta["name"], error.reason)
 
 
-def owner_name(body: dict[str, Any]) -> str | None:
+def owner_name(body: Mapping[str, Any]) -> str | None:
     """The CompressionJob a runner Job or pod belongs to (from the annotation the operator sets)."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     name = annotations.get(ANNOTATION_NAME)

@@ -19,7 +19,6 @@ from kondense.runners.report import Outcome
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 TERMINAL = (SUCCEEDED, FAILED)
-CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Succeeded", "Failed")
 
 
 def recipe_summary(spec: dict[str, Any]) -> str:
@@ -229,20 +228,10 @@ def compute_status(
 ) -> dict[str, Any]:
     """The whole status for the current generation, from its Job (None: not created yet) and
     that Job's pods."""
-    generation = int(cj["metadata"].get("generation", 1))
-    previous = cj.get("status") or {}
-    same_generation = previous.get("observedGeneration") == generation
     phase, outcome = observe_phase(job, pods)
-    status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "phase": phase.phase,
-        "recipe": recipe_summary(cj.get("spec") or {}),
-        "reason": phase.reason,
-        "message": phase.message,
-        "conditions": build_conditions(
-            phase, generation, (previous.get("conditions") or []) if same_generation else [], now
-        ),
-    }
+    status = _status_for(cj, phase, now)
+    previous = cj.get("status") or {}
+    same_generation = previous.get("observedGeneration") == status["observedGeneration"]
     latest = _by_age(pods)[-1] if pods else None
     runner: dict[str, Any] = {"pool": pool, "attempts": len(pods)}
     if job is not None:
@@ -277,21 +266,28 @@ def operator_failure(
     cj: dict[str, Any], pool: str, reason: str, message: str, now: str
 ) -> dict[str, Any]:
     """Status for a job the operator refuses to run (e.g. an unknown node pool)."""
+    status = _status_for(cj, Phase(FAILED, reason, message), now)
+    previous = cj.get("status") or {}
+    same = previous.get("observedGeneration") == status["observedGeneration"]
+    status["runner"] = {"pool": pool, "attempts": 0}
+    status["completionTime"] = (previous.get("completionTime") if same else None) or now
+    return status
+
+
+def _status_for(cj: dict[str, Any], phase: Phase, now: str) -> dict[str, Any]:
+    """What every status says: generation, phase, recipe, reason, message, conditions."""
     generation = int(cj["metadata"].get("generation", 1))
     previous = cj.get("status") or {}
     same = previous.get("observedGeneration") == generation
-    phase = Phase(FAILED, reason, message)
     return {
         "observedGeneration": generation,
-        "phase": FAILED,
+        "phase": phase.phase,
         "recipe": recipe_summary(cj.get("spec") or {}),
-        "reason": reason,
-        "message": message,
+        "reason": phase.reason,
+        "message": phase.message,
         "conditions": build_conditions(
             phase, generation, (previous.get("conditions") or []) if same else [], now
         ),
-        "runner": {"pool": pool, "attempts": 0},
-        "completionTime": (previous.get("completionTime") if same else None) or now,
     }
 
 

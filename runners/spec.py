@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 API_GROUP = "kondense.dev"
 API_VERSION = "v1alpha1"
 KIND = "CompressionJob"
+DEFAULT_TIMEOUT_SECONDS = 3600
 
 
 class SpecModel(BaseModel):
@@ -453,7 +454,7 @@ class CompressionJobSpec(SpecModel):
         "gpu for fp16, cpu otherwise.",
     )
     timeout_seconds: int = Field(
-        default=3600,
+        default=DEFAULT_TIMEOUT_SECONDS,
         ge=60,
         le=7 * 24 * 3600,
         description="Wall-clock limit for the whole recipe. The runner stops itself when it is "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fixtures.cluster import free_port
 from fixtures.helm import CHART, helm, values_args
 from fixtures.models import build_tiny_onnx
 
@@ -91,13 +91,6 @@ def get(*args: str) -> dict[str, Any]:
 def create_namespace(name: str, labels: dict[str, str]) -> None:
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
     kubectl("apply", "-f", "-", stdin=json.dumps(ns))
-
-
-def free_port() -> int:
-    # Pods share the host network on the test nodes: the operator's ports must not collide.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def helm_k(helm_bin: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -49,6 +49,11 @@ def build_binaries() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def _process_marker(name: str) -> str:
+    """What identifies a component's process on its command line."""
+    return "node_agent.py" if name == "node-agent" else name
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -163,7 +168,7 @@ def component_health(state: dict) -> dict[str, bool]:
     health = {}
     for name in COMPONENTS:
         pid = state["pids"].get(name)
-        marker = "node_agent.py" if name == "node-agent" else name
+        marker = _process_marker(name)
         health[name] = bool(pid) and pid_alive(pid, marker) and checks[name]()
     return health
 
@@ -390,7 +395,7 @@ def up() -> None:
 def stop_processes(state: dict) -> None:
     for name in COMPONENTS:
         pid = state["pids"].get(name)
-        marker = "node_agent.py" if name == "node-agent" else name
+        marker = _process_marker(name)
         if not pid or not pid_alive(pid, marker):
             continue
         os.kill(pid, signal.SIGTERM)

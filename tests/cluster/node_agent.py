@@ -105,7 +105,6 @@ class Api:
         self.host, self.port = url.hostname or "127.0.0.1", url.port or 443
         self.token = config["users"][0]["user"]["token"]
         ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
-        self.ca_pem = ca
         self.ssl = ssl.create_default_context(cadata=ca)
 
     def _conn(self, timeout: float) -> http.client.HTTPSConnection:
@@ -326,31 +325,19 @@ class PodWorker(threading.Thread):
         threading.Thread(target=self.kill_all, daemon=True).start()
 
     def kill_all(self) -> None:
+        terminate(self.processes(), self.grace)
+
+    def processes(self) -> list[subprocess.Popen]:
         # run_once starts a process and records it under this lock after checking `stopping`:
         # reading under it sees every process that started before `stopping` was set.
         with self.lock:
-            procs = [c.proc for c in self.init_containers + self.containers if c.proc]
-        live = [p for p in procs if p.poll() is None]
-        for p in live:
-            signal_group(p, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace
-        for p in live:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        for p in live:
-            if p.poll() is None:
-                signal_group(p, signal.SIGKILL)
+            return [c.proc for c in self.init_containers + self.containers if c.proc]
 
     def finish_deletion(self) -> None:
         for c in self.init_containers + self.containers:
             if c.proc and c.proc.poll() is None:
                 c.proc.wait()
-        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}}
-        try:
-            self.api.request("DELETE", self.path, body)
-        except ApiError as exc:
-            if exc.status not in (404, 409):
-                log.warning("deleting pod %s/%s: %s", self.ns, self.pod_name, exc)
+        self.agent.remove_finished(self.pod)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.agent.forget(self.uid)
 
@@ -779,6 +766,20 @@ def signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+def terminate(procs: list[subprocess.Popen], grace: float) -> None:
+    """What a kubelet does to a pod's containers: SIGTERM, then SIGKILL after `grace` seconds
+    to each whole process group (children that outlive their parent included)."""
+    live = [p for p in procs if p.poll() is None]
+    for p in live:
+        signal_group(p, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in live:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for p in live:
+        signal_group(p, signal.SIGKILL)
+
+
 class NodeAgent:
     def __init__(self, api: Api, nodes: list[dict], state_dir: Path):
         self.api = api
@@ -1040,17 +1041,9 @@ class NodeAgent:
         procs = []
         for w in workers:
             w.stopping.set()
-            with w.lock:  # see PodWorker.kill_all
-                procs += [c.proc for c in w.init_containers + w.containers if c.proc]
-        live = [p for p in procs if p.poll() is None]
-        for p in live:
-            signal_group(p, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for p in live:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        for p in live:
-            signal_group(p, signal.SIGKILL)
+            procs += w.processes()
+        terminate(procs, 5)
+        for p in procs:
             p.wait()
         for w in workers:
             self.placeholders.release(w.placeholders)

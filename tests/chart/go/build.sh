@@ -16,7 +16,7 @@ helm="$dir/helm"
 if [[ "${1:-}" == "--path" ]]; then echo "$helm"; exit 0; fi
 if [[ -f "$dir/.complete" ]]; then echo "$helm"; exit 0; fi
 
-go="$(command -v go || true)"
+go="${GO:-$(command -v go || true)}"
 [[ -z "$go" && -x /usr/local/go/bin/go ]] && go=/usr/local/go/bin/go
 if [[ -z "$go" ]]; then
 	echo "error: the chart tests build Helm $helm_version from its Go module and need the Go" \

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runner.manifests import manifest, write_manifest
+from runner.manifests import PIPELINE_EVALUATION, manifest, write_manifest
 from typer.testing import CliRunner
 
 from kondense.runners.cli import app
@@ -42,7 +42,7 @@ def test_tiny_onnx_dynamic_int8_writes_model_and_report_of_the_issue_shape(
     # A relative model path resolves against the manifest's folder, not the working directory.
     job = write_manifest(
         tiny_onnx.parent / "job.yaml",
-        manifest("tiny.onnx", DYNAMIC, "out", evaluation={"requireSpeedup": False}),
+        manifest("tiny.onnx", DYNAMIC, "out", evaluation=PIPELINE_EVALUATION),
     )
     code, output = kondense_run(str(job))
     assert code == 0, output
@@ -97,7 +97,7 @@ def test_a_torch_model_is_exported_once_when_the_recipe_starts_with_quantize(
         digits_cnn_pt2,
         DYNAMIC,
         tmp_path / "out",
-        evaluation={"requireSpeedup": False, "maxMetricDrop": 0.1},
+        evaluation=PIPELINE_EVALUATION,
     )
     code, output = kondense_run(str(write_manifest(tmp_path / "job.yaml", document)))
     assert code == 0, output
@@ -134,7 +134,7 @@ def test_metric_drop_over_the_limit_exits_3_with_a_rejected_report(
 def test_job_env_manifest_runs_and_success_goes_to_the_termination_log(
     tiny_onnx: Path, tmp_path: Path
 ) -> None:
-    document = manifest(tiny_onnx, DYNAMIC, tmp_path / "out", evaluation={"requireSpeedup": False})
+    document = manifest(tiny_onnx, DYNAMIC, tmp_path / "out", evaluation=PIPELINE_EVALUATION)
     log = tmp_path / "termination-log"
     code, output = kondense_run(
         "--job-env",
@@ -151,9 +151,7 @@ def test_job_env_manifest_runs_and_success_goes_to_the_termination_log(
 
 
 def test_output_option_overrides_spec_output(tiny_onnx: Path, tmp_path: Path) -> None:
-    document = manifest(
-        tiny_onnx, DYNAMIC, tmp_path / "spec-out", evaluation={"requireSpeedup": False}
-    )
+    document = manifest(tiny_onnx, DYNAMIC, tmp_path / "spec-out", evaluation=PIPELINE_EVALUATION)
     job = write_manifest(tmp_path / "job.yaml", document)
     code, output = kondense_run(str(job), "--output", str(tmp_path / "cli-out"))
     assert code == 0, output
@@ -195,7 +193,7 @@ def test_model_from_s3_and_output_to_s3(s3_env: str, tiny_onnx: Path, tmp_path: 
         "s3://kondense/models/tiny.onnx",
         DYNAMIC,
         "s3://kondense/results/tiny",
-        evaluation={"requireSpeedup": False},
+        evaluation=PIPELINE_EVALUATION,
     )
     code, output = kondense_run(str(write_manifest(tmp_path / "job.yaml", document)))
     assert code == 0, output
@@ -210,7 +208,7 @@ def test_an_unforeseen_failure_exits_1_and_still_writes_the_termination_log(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("the output folder cannot be created under a file")
-    document = manifest(tiny_onnx, DYNAMIC, blocker / "out", evaluation={"requireSpeedup": False})
+    document = manifest(tiny_onnx, DYNAMIC, blocker / "out", evaluation=PIPELINE_EVALUATION)
     log = tmp_path / "termination-log"
     code, output = kondense_run(
         str(write_manifest(tmp_path / "job.yaml", document)), "--termination-log", str(log)

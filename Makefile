@@ -55,9 +55,10 @@ fmt: $(STAMP)
 # mypy reads the namespaced packages through links, so no top-level `operator` is ever seen.
 typecheck: $(STAMP)
 	@mkdir -p build/typeroot/kondense
+	@ln -sfn ../../../api build/typeroot/kondense/api
 	@ln -sfn ../../../operator build/typeroot/kondense/operator
 	@ln -sfn ../../../runners build/typeroot/kondense/runners
-	MYPYPATH=build/typeroot $(VENV)/bin/mypy -p kondense.operator -p kondense.runners
+	MYPYPATH=build/typeroot $(VENV)/bin/mypy -p kondense.api -p kondense.operator -p kondense.runners
 
 test-unit: $(STAMP)  ## tests that need no cluster
 	$(VENV)/bin/pytest -m 'not cluster' tests

@@ -97,7 +97,8 @@ class Measured:
 
 def _recipe(bench: Bench, name: str, quantize: dict[str, Any]) -> Candidate:
     """export (reused) -> optimize {} -> quantize `quantize`, through the kondense steps."""
-    from kondense.runners.steps import StepContext, load_step
+    from kondense.runners.core import StepContext
+    from kondense.runners.steps import load_step
 
     steps = [{"optimize": {}}, {"quantize": quantize}]
     calibration = {"uri": str(bench.calibration), "samples": 320}
@@ -117,8 +118,8 @@ def spec_context(
     calibration: dict[str, Any] | None = None,
 ) -> Any:
     """A StepContext for MiniLM (text-embedding) with `steps`, writing into `workdir`."""
-    from kondense.runners.spec import CompressionJobSpec
-    from kondense.runners.steps import StepContext
+    from kondense.api.spec import CompressionJobSpec
+    from kondense.runners.core import StepContext
 
     spec = CompressionJobSpec.model_validate(
         {
@@ -167,9 +168,9 @@ def ort_plain_dynamic(bench: Bench) -> Candidate:
 def torch_dynamic(bench: Bench) -> Candidate:
     import torch
 
+    from kondense.api.spec import ModelFormat, Task
     from kondense.runners import model_io
-    from kondense.runners.spec import ModelFormat, Task
-    from kondense.runners.steps import Model
+    from kondense.runners.core import Model
 
     torch.set_num_threads(THREADS)
     module = model_io.load_torch_module(
@@ -311,8 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(THREADS)
-    from kondense.runners.spec import ExportConfig, ModelFormat
-    from kondense.runners.steps import Model, load_step
+    from kondense.api.spec import ExportConfig, ModelFormat
+    from kondense.runners.core import Model
+    from kondense.runners.steps import load_step
 
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as scratch:
         workdir = Path(scratch)

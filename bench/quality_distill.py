@@ -75,8 +75,8 @@ RECIPES: dict[str, list[dict[str, Any]]] = {
 
 
 def run_recipe(name: str, steps: list[dict[str, Any]], out: Path, epochs: int) -> Row:
+    from kondense.api.spec import CompressionJob
     from kondense.runners.engine import run_job
-    from kondense.runners.spec import CompressionJob
 
     job = CompressionJob.model_validate(recipe_manifest(steps, epochs))
     # Gates off: a benchmark reports what it measured instead of failing.
@@ -132,8 +132,9 @@ def distilled_student(bench: Any) -> Any:
     if bench.workdir in _students:
         return _students[bench.workdir]
     from bench.quality import generate_sentences
-    from kondense.runners.spec import CompressionJobSpec, ModelFormat
-    from kondense.runners.steps import Model, StepContext, load_step
+    from kondense.api.spec import CompressionJobSpec, ModelFormat
+    from kondense.runners.core import Model, StepContext
+    from kondense.runners.steps import load_step
 
     texts = generate_sentences(bench.workdir / "distill-all.jsonl", STUDENT_SENTENCES, seed=5)
     held_out = set(bench.evaluation)
@@ -166,7 +167,8 @@ def distilled_student(bench: Any) -> Any:
 def _student_recipe(bench: Any, name: str, steps: list[dict[str, Any]]) -> Any:
     """The distilled student through `steps` (export first), with the kondense step functions."""
     from bench.quality import Candidate, spec_context
-    from kondense.runners.steps import StepContext, load_step
+    from kondense.runners.core import StepContext
+    from kondense.runners.steps import load_step
 
     model = distilled_student(bench)
     ctx = spec_context(bench.workdir / name, bench.minilm, [{"export": {}}, *steps])

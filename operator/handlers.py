@@ -7,10 +7,10 @@ from typing import Any
 
 import kopf
 
-from kondense.operator.crd import PLURAL
+from kondense.api.crd import PLURAL
+from kondense.api.spec import API_GROUP, API_VERSION
 from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from kondense.operator.reconcile import Reconciler, owner_name
-from kondense.runners.spec import API_GROUP, API_VERSION
 
 # Set by main() before kopf starts.
 RECONCILER: Reconciler | None = None

@@ -11,9 +11,9 @@ import hashlib
 import json
 from typing import Any
 
+from kondense.api.errors import EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT
+from kondense.api.spec import API_GROUP, API_VERSION, DEFAULT_TIMEOUT_SECONDS, KIND
 from kondense.operator.config import JOB_ENV, TERMINATION_LOG, PoolConfig
-from kondense.runners.errors import EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT
-from kondense.runners.spec import API_GROUP, API_VERSION, DEFAULT_TIMEOUT_SECONDS, KIND
 
 CONTAINER = "runner"
 RUNNER_UID = 65532  # the distroless "nonroot" user

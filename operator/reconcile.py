@@ -16,9 +16,10 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from kondense.api.crd import PLURAL
+from kondense.api.spec import API_GROUP, API_VERSION, KIND
 from kondense.operator import metrics
 from kondense.operator.config import OperatorConfig
-from kondense.operator.crd import PLURAL
 from kondense.operator.jobs import (
     ANNOTATION_NAME,
     LABEL_GENERATION,
@@ -35,7 +36,6 @@ from kondense.operator.status import (
     status_patch,
     transition,
 )
-from kondense.runners.spec import API_GROUP, API_VERSION, KIND
 
 log = logging.getLogger("kondense.operator")
 

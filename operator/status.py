@@ -3,7 +3,7 @@
 Phases Pending -> Running -> Succeeded | Failed. Conditions follow kstatus (Ready, Reconciling,
 Stalled) plus Succeeded and Failed, each with a CamelCase reason and a human message.
 The outcome (results, artifacts, reason, message) comes from the runner pod's termination
-message, the compact `Outcome` JSON of `runners/report.py`.
+message, the compact `Outcome` JSON of `api/outcome.py`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kondense.api.outcome import Outcome
 from kondense.operator.jobs import CONTAINER
-from kondense.runners.report import Outcome
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 TERMINAL = (SUCCEEDED, FAILED)

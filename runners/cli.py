@@ -20,10 +20,9 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from pydantic import ValidationError
 from rich.console import Console
 
-from kondense.runners.errors import (
+from kondense.api.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_OK,
@@ -31,8 +30,9 @@ from kondense.runners.errors import (
     DeadlineExceeded,
     KondenseError,
 )
-from kondense.runners.report import Outcome, Report, Results, termination_message
-from kondense.runners.spec import CompressionJob
+from kondense.api.manifest import load_manifest_text, parse_job, read_job
+from kondense.api.outcome import Outcome, Report, Results, termination_message
+from kondense.api.spec import CompressionJob
 
 app = typer.Typer(
     name="kondense",
@@ -44,70 +44,6 @@ app = typer.Typer(
 )
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
-
-
-# --- reading manifests -----------------------------------------------------------------------
-
-
-def load_manifest_text(text: str, source: str) -> Any:
-    """The YAML (or JSON) document in `text`; BadInput with line and column on a syntax error."""
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise BadInput(f"{source}{where}: invalid YAML: {problem}") from error
-    if len(documents) != 1:
-        raise BadInput(f"{source}: expected one CompressionJob document, found {len(documents)}")
-    return documents[0]
-
-
-def field_path(location: tuple[int | str, ...]) -> str:
-    """A pydantic error location as a manifest path: spec.steps[2].quantize.mode."""
-    path = ""
-    for part in location:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "(document)"
-
-
-def validation_problems(error: ValidationError) -> list[str]:
-    """One line per problem, each starting with the camelCase field path."""
-    lines: list[str] = []
-    for problem in error.errors():
-        where = field_path(tuple(problem["loc"]))
-        message = str(problem["msg"]).removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
-            message = "unknown field; check the spelling (see `kondense schema`)"
-        elif problem["type"] == "missing":
-            message = "required field is missing"
-        if problem["type"] == "value_error" and message.startswith("spec."):
-            # Cross-field rules name their own fields; several arrive in one message.
-            lines.extend("spec." + part for part in message.removeprefix("spec.").split("; spec."))
-            continue
-        lines.append(f"{where}: {message}")
-    return lines
-
-
-def parse_job(document: Any, source: str) -> CompressionJob:
-    """The manifest as a CompressionJob; BadInput listing every problem, one a line."""
-    if not isinstance(document, dict):
-        raise BadInput(
-            f"{source}: expected a CompressionJob mapping, found {type(document).__name__}"
-        )
-    try:
-        return CompressionJob.model_validate(document)
-    except ValidationError as error:
-        raise BadInput("\n".join(validation_problems(error))) from error
-
-
-def read_job(path: Path) -> CompressionJob:
-    if not path.is_file():
-        raise BadInput(f"{path}: no such manifest file")
-    return parse_job(load_manifest_text(path.read_text(encoding="utf-8"), str(path)), str(path))
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -212,7 +148,7 @@ def crd(
     ] = None,
 ) -> None:
     """Print the CompressionJob CRD generated from the spec (crds/compressionjob.yaml)."""
-    from kondense.operator.crd import render_crd  # the operator area owns the CRD
+    from kondense.api.crd import render_crd  # the operator area owns the CRD
 
     text = render_crd()
     if output is None:
@@ -223,7 +159,7 @@ def crd(
 
 def openapi_schema() -> dict[str, Any]:
     """The spec's structural OpenAPI v3 schema: the very one the CRD carries (CEL rules too)."""
-    from kondense.operator.crd import spec_schema
+    from kondense.api.crd import spec_schema
 
     return spec_schema()
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from kondense.runners.errors import DeadlineExceeded
+from kondense.api.errors import DeadlineExceeded
 
 
 @contextmanager

@@ -17,24 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kondense.runners import storage
-from kondense.runners.errors import BadInput, ResultRejected
-from kondense.runners.report import Figures, Report, Results, StepTiming
-from kondense.runners.spec import (
+from kondense.api.errors import BadInput, ResultRejected
+from kondense.api.outcome import Figures, Report, Results, StepTiming
+from kondense.api.spec import (
     CompressionJob,
     CompressionJobSpec,
     ExportConfig,
     ModelFormat,
-    QuantizeConfig,
-    QuantizeMode,
     SpecModel,
     Step,
 )
-from kondense.runners.steps import Model, Progress, StepContext, load_step, no_progress
+from kondense.api.steps import ONNX_STEPS
+from kondense.runners.core import Model, Progress, StepContext, no_progress
+from kondense.runners.io import storage
+from kondense.runners.measure.gates import fp16_cpu_verdict, gate_problems
+from kondense.runners.steps import load_step
 
 MODEL_NAME = "model.onnx"
-# Steps that work on ONNX graphs; a torch model is exported before them.
-ONNX_STEPS = {"optimize", "quantize"}
 # Evaluation runs in batches of this size unless the model fixes its batch dimension.
 EVAL_BATCH = 32
 SYNTHETIC_SAMPLES = 64
@@ -108,7 +107,7 @@ def run_job(
     Returns the report of an accepted result. Raises BadInput for wrong input (nothing is
     published) and Rejected when a gate failed (published, marked accepted: false).
     """
-    from kondense.runners import data
+    from kondense.runners.io import data
 
     spec = resolve_uris(job.spec, base_dir)
     target = storage.resolve(output_uri, Path.cwd()) if output_uri else spec.output.uri
@@ -254,7 +253,7 @@ def _tokenizer_dir(*models: Model) -> Path | None:
 def _eval_batches(
     spec: CompressionJobSpec, signatures: list[Any], tokenizer_dir: Path | None
 ) -> Iterator[Any]:
-    from kondense.runners import data
+    from kondense.runners.io import data
 
     names = [s.name for s in signatures]
     fixed_batch = signatures[0].shape[0] if signatures and signatures[0].shape else None
@@ -289,7 +288,7 @@ def _check_data(
 
     A data file that does not fit the model fails the job in seconds, not after compression.
     """
-    from kondense.runners import data
+    from kondense.runners.io import data
 
     names = [s.name for s in signatures]
     for source in (spec.data.evaluation, spec.data.calibration):
@@ -308,7 +307,7 @@ def _check_data(
 
 def _benchmark_signatures(spec: CompressionJobSpec, signatures: list[Any]) -> list[Any]:
     """The model's inputs, with spec.model.inputs' shapes where the user gave them."""
-    from kondense.runners import data
+    from kondense.runners.io import data
 
     declared = {t.name: t for t in spec.model.inputs or []}
     unknown = sorted(set(declared) - {s.name for s in signatures})
@@ -337,9 +336,10 @@ def _measure(
     signatures: list[Any],
     run: _Run,
 ) -> Results:
-    from kondense.runners import data, evaluate
-    from kondense.runners.benchmark import benchmark_models
-    from kondense.runners.inference import pick_device, resolve_threads
+    from kondense.runners.io import data
+    from kondense.runners.measure import evaluate
+    from kondense.runners.measure.benchmark import benchmark_models
+    from kondense.runners.measure.inference import pick_device, resolve_threads
 
     settings = spec.evaluation
     threads = resolve_threads(settings.threads)
@@ -440,45 +440,6 @@ def _figures(path: Path, timing: Any, metric: float, with_gzip: bool) -> Figures
 
 
 # --- gates and output ----------------------------------------------------------------------
-
-
-def _is_fp16(spec: CompressionJobSpec) -> bool:
-    return any(
-        isinstance(q, QuantizeConfig) and q.mode == QuantizeMode.fp16
-        for q in spec.steps_named("quantize")
-    )
-
-
-def gate_problems(results: Results, spec: CompressionJobSpec) -> list[str]:
-    """Why the result fails its gates; empty when it passes."""
-    problems = []
-    settings = spec.evaluation
-    if results.metric_drop > settings.max_metric_drop + 1e-9:
-        problems.append(
-            f"{results.metric_name} dropped by {results.metric_drop:.6f} "
-            f"({results.baseline.metric} -> {results.compressed.metric}), more than "
-            f"spec.evaluation.maxMetricDrop {settings.max_metric_drop}"
-        )
-    if settings.require_speedup and results.speedup < 1.0:
-        if _is_fp16(spec) and results.device.startswith("cpu"):
-            return problems
-        problems.append(
-            f"the result is slower than its baseline: p50 {results.compressed.latency_ms_p50} ms "
-            f"vs {results.baseline.latency_ms_p50} ms (speedup {results.speedup}x) on "
-            f"{results.device} with {results.threads} threads; set "
-            "spec.evaluation.requireSpeedup: false to accept it anyway"
-        )
-    return problems
-
-
-def fp16_cpu_verdict(results: Results, spec: CompressionJobSpec) -> str | None:
-    """The note an fp16 result measured on a CPU carries: its speed was not judged."""
-    if _is_fp16(spec) and results.device.startswith("cpu"):
-        return (
-            "fp16 measured without a GPU: speed not judged (a CPU has no fast fp16 kernels); "
-            "run on a GPU node pool to measure it"
-        )
-    return None
 
 
 def write_output(result: Model, original: Model, out: Path) -> None:

@@ -19,14 +19,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import ModelFormat, Task, TensorSpec
+from kondense.api.errors import BadInput
+from kondense.api.spec import ModelFormat, Task, TensorSpec
 
 if TYPE_CHECKING:
     import onnx
     import torch
 
-    from kondense.runners.steps import Model
+    from kondense.runners.core import Model
 
 FIELD = "spec.model.uri"
 SAFE_FORMATS = (
@@ -537,7 +537,7 @@ def _tensor_module_class() -> type:
             if self.pooling["cls"]:
                 pooled = output[:, 0]
             else:
-                from kondense.runners.training import mean_pool
+                from kondense.runners.nn.training import mean_pool
 
                 pooled = mean_pool(output, inputs.get("attention_mask"))
             if self.pooling["normalize"]:

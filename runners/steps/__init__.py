@@ -1,62 +1,29 @@
-"""Compression steps. Each module holds one step: `run(model, config, ctx) -> Model`.
+"""Compression steps, one module each: `run(model, config, ctx) -> Model`.
 
 Steps import torch/onnx/onnxruntime inside `run`, so importing this package stays light.
+What a step is (its config, the input it needs, its device class) is declared once in
+`kondense.api.steps`; this mapping is the runner's side of the same registry.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Protocol
 
-from kondense.runners.spec import CompressionJobSpec, ModelFormat, SpecModel
-
-
-@dataclass(frozen=True)
-class Model:
-    """A model between steps.
-
-    `path` is the file (model.onnx, model.pt2, model.ts) or the Hugging Face directory.
-    `module` holds an in-memory torch.nn.Module when a step (prune, distill) produced one
-    that has no file yet; `export` turns it into ONNX. `assets` is a directory of files a
-    consumer needs beside the model (tokenizer, config), copied into the output.
-    """
-
-    path: Path
-    format: ModelFormat
-    module: Any = None
-    assets: Path | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def with_(self, **changes: Any) -> Model:
-        return replace(self, **changes)
-
-
-class Progress(Protocol):
-    def __call__(self, description: str, completed: float, total: float | None) -> None: ...
-
-
-def no_progress(description: str, completed: float, total: float | None) -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """What a step may use besides its own config."""
-
-    spec: CompressionJobSpec
-    workdir: Path  # an empty directory of this step's own for what it writes
-    progress: Progress = no_progress
-    report: Callable[[str, Any], None] = lambda key, value: None  # adds a note to the report
-
+from kondense.api.spec import SpecModel
+from kondense.runners.core import Model, StepContext
+from kondense.runners.steps import distill, export, optimize, prune, quantize
 
 StepFunction = Callable[[Model, SpecModel, StepContext], Model]
 
+RUNS: dict[str, StepFunction] = {
+    "export": export.run,  # type: ignore[dict-item]
+    "optimize": optimize.run,  # type: ignore[dict-item]
+    "quantize": quantize.run,  # type: ignore[dict-item]
+    "prune": prune.run,  # type: ignore[dict-item]
+    "distill": distill.run,  # type: ignore[dict-item]
+}
+
 
 def load_step(name: str) -> StepFunction:
-    """The `run` function of step `name` (export, optimize, quantize, prune, distill)."""
-    module = importlib.import_module(f"kondense.runners.steps.{name}")
-    run: StepFunction = module.run
-    return run
+    """The `run` function of step `name`."""
+    return RUNS[name]

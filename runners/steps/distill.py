@@ -14,21 +14,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import DistillConfig, DistillMode, Task
-from kondense.runners.steps import Model, StepContext
+from kondense.api.errors import BadInput
+from kondense.api.spec import DistillConfig, DistillMode, Task
+from kondense.runners.core import Model, StepContext
 
 if TYPE_CHECKING:
     import torch
 
-    from kondense.runners.training import BatchStream, TrainingBatch
+    from kondense.runners.nn.training import BatchStream, TrainingBatch
 
 
 def run(model: Model, config: DistillConfig, ctx: StepContext) -> Model:
     import torch
 
-    from kondense.runners import pruning, trainable
-    from kondense.runners.training import forward, train
+    from kondense.runners.nn import pruning, trainable
+    from kondense.runners.nn.training import forward, train
 
     task = ctx.spec.model.task
     teacher = trainable.load_module(model, task, step="distill").eval()
@@ -92,26 +92,27 @@ def _student(
     stream: BatchStream,
     task: Task,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from kondense.runners import distillation, trainable
+    from kondense.runners.nn import layers, students, trainable
 
     if config.student.uri is not None:
         student = _load_student(config.student.uri, task, ctx.workdir / "student")
         return student, {"student": config.student.uri}
-    if distillation.transformer_layers(teacher) is not None:
-        student, kept = distillation.shallow_student(teacher, config.student.keep_every)
+    if layers.transformer_layers(teacher) is not None:
+        student, kept = students.shallow_student(teacher, config.student.keep_every)
         described = "teacher layers " + ",".join(map(str, kept))
     else:
         example = trainable.example_inputs(ctx, stream)
-        student = distillation.narrow_student(teacher, example, config.student.width)
+        student = students.narrow_student(teacher, example, config.student.width)
         described = f"teacher at width {config.student.width}"
     if not config.student.init_from_teacher:
-        distillation.reinitialise(student, config.training.seed)
+        students.reinitialise(student, config.training.seed)
         described += ", re-initialised"
     return student, {"student": described}
 
 
 def _load_student(uri: str, task: Task, scratch: Path) -> torch.nn.Module:
-    from kondense.runners import storage, trainable
+    from kondense.runners.io import storage
+    from kondense.runners.nn import trainable
 
     path = storage.fetch(uri, scratch)  # local paths as they are; s3:// and https:// fetched
     if not path.is_dir():
@@ -135,7 +136,7 @@ def _check_compatible(
 ) -> None:
     import torch
 
-    from kondense.runners.training import forward
+    from kondense.runners.nn.training import forward
 
     with torch.no_grad():
         teacher_out = forward(teacher, {k: v[:2] for k, v in batch.inputs.items()})
@@ -159,8 +160,8 @@ def _check_compatible(
 def _loss(teacher: torch.nn.Module, config: DistillConfig, embeddings: bool) -> Any:
     import torch
 
-    from kondense.runners.distillation import cosine_loss, kd_loss
-    from kondense.runners.training import forward
+    from kondense.runners.nn.losses import cosine_loss, kd_loss
+    from kondense.runners.nn.training import forward
 
     task_specific = config.mode is DistillMode.task_specific
     alpha = 0.0 if task_specific else config.alpha

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kondense.api.errors import KondenseError
+from kondense.api.spec import ExportConfig, ModelFormat
 from kondense.runners import model_io
-from kondense.runners.errors import KondenseError
-from kondense.runners.spec import ExportConfig, ModelFormat
-from kondense.runners.steps import Model, StepContext
+from kondense.runners.core import Model, StepContext
 
 if TYPE_CHECKING:
     import torch

@@ -18,15 +18,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kondense.runners import model_io
-from kondense.runners.spec import (
+from kondense.api.spec import (
     OptimizeConfig,
     OptimizeLevel,
     QuantizeConfig,
     QuantizeMode,
     TransformerFusion,
 )
-from kondense.runners.steps import Model, StepContext
+from kondense.runners import model_io
+from kondense.runners.core import Model, StepContext
 
 MODEL_FILE = "model.onnx"
 # Hugging Face model types whose encoder ONNX Runtime's BERT fusion recognises.

@@ -11,14 +11,14 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import FineTune, PruneConfig, PruneMethod, Task
-from kondense.runners.steps import Model, StepContext
+from kondense.api.errors import BadInput
+from kondense.api.spec import FineTune, PruneConfig, PruneMethod, Task
+from kondense.runners.core import Model, StepContext
 
 if TYPE_CHECKING:
     import torch
 
-    from kondense.runners.training import TrainingBatch
+    from kondense.runners.nn.training import TrainingBatch
 
 UNSTRUCTURED_SPEED_NOTE = (
     "unstructured sparsity makes the model smaller when compressed, not faster: dense runtimes "
@@ -27,7 +27,7 @@ UNSTRUCTURED_SPEED_NOTE = (
 
 
 def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
-    from kondense.runners import distillation, pruning, trainable
+    from kondense.runners.nn import layers, pruning, trainable
 
     task = ctx.spec.model.task
     module = trainable.load_module(
@@ -64,7 +64,7 @@ def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
                 "the model as a Hugging Face directory or use method: magnitude",
                 field="prune.method",
             )
-        if distillation.transformer_layers(module) is not None:
+        if layers.transformer_layers(module) is not None:
             removed = pruning.prune_transformer(module, config.amount)
             notes |= {
                 "attentionHeads": f"{removed.heads_before} -> {removed.heads_after}",
@@ -87,7 +87,7 @@ def _finish(
     classes: tuple[type, ...],
 ) -> Model:
     """Fine-tune if asked, measure, report, and hand the pruned model on."""
-    from kondense.runners import pruning, trainable
+    from kondense.runners.nn import pruning, trainable
 
     task = ctx.spec.model.task
 
@@ -124,8 +124,8 @@ def _fine_tune(
 ) -> dict[str, Any]:
     import torch
 
-    from kondense.runners import pruning
-    from kondense.runners.training import train
+    from kondense.runners.nn import pruning
+    from kondense.runners.nn.training import train
 
     masks = []
     if config.method is PruneMethod.magnitude:
@@ -161,9 +161,9 @@ def _fine_tune_loss(task: Task, original: torch.nn.Module) -> Any:
     import torch
     import torch.nn.functional as F
 
-    from kondense.runners.distillation import cosine_loss
-    from kondense.runners.trainable import require_labels
-    from kondense.runners.training import forward
+    from kondense.runners.nn.losses import cosine_loss
+    from kondense.runners.nn.trainable import require_labels
+    from kondense.runners.nn.training import forward
 
     original.eval()
 

@@ -19,15 +19,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kondense.runners import model_io
-from kondense.runners.errors import BadInput, KondenseError
-from kondense.runners.spec import (
+from kondense.api.errors import BadInput, KondenseError
+from kondense.api.spec import (
     CalibrationMethod,
     DataSource,
     QuantizeConfig,
     QuantizeMode,
 )
-from kondense.runners.steps import Model, StepContext
+from kondense.runners import model_io
+from kondense.runners.core import Model, StepContext
 
 if TYPE_CHECKING:
     import numpy as np
@@ -246,7 +246,7 @@ class CalibrationReader:
     def _stream(self) -> Iterator[dict[str, np.ndarray]]:
         import numpy as np
 
-        from kondense.runners.data import iter_batches
+        from kondense.runners.io.data import iter_batches
 
         # ORT's histogram calibrators (entropy, percentile) stack every chunk's outputs into one
         # array, so all chunks must have the same shape: the stream is re-cut into chunks of

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kondense.operator.crd import (
+from kondense.api.crd import (
     OUTPUT_RULES,
     SPEC_RULES,
     build_crd,
@@ -17,7 +17,7 @@ from kondense.operator.crd import (
     spec_schema,
     structural_schema,
 )
-from kondense.runners.spec import CompressionJobSpec
+from kondense.api.spec import CompressionJobSpec
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import sys
 def test_operator_imports_neither_torch_nor_onnxruntime() -> None:
     code = (
         "import sys\n"
-        "import kondense.operator.main, kondense.operator.handlers, kondense.operator.crd\n"
+        "import kondense.operator.main, kondense.operator.handlers, kondense.api.crd\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'onnxruntime', 'onnx', 'transformers', 'numpy'))\n"
         "print(','.join(heavy))\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kondense.api.outcome import Artifact, Figures, Outcome, Results, termination_message
 from kondense.operator.status import (
     compute_status,
     operator_failure,
@@ -11,7 +12,6 @@ from kondense.operator.status import (
     status_patch,
     transition,
 )
-from kondense.runners.report import Artifact, Figures, Outcome, Results, termination_message
 
 NOW = "2026-01-01T00:10:00Z"
 

@@ -8,8 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kondense.runners.benchmark import benchmark_models, summarize
-from kondense.runners.inference import Device, available_cpus, cgroup_cpu_limit, resolve_threads
+from kondense.runners.measure.benchmark import benchmark_models, summarize
+from kondense.runners.measure.inference import (
+    Device,
+    available_cpus,
+    cgroup_cpu_limit,
+    resolve_threads,
+)
 
 CPU = Device("cpu", "CPUExecutionProvider")
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kondense.runners.data import (
+from kondense.api.errors import BadInput
+from kondense.api.spec import DataSource
+from kondense.runners.io.data import (
     InputSignature,
     check_batch_fits,
     iter_batches,
     onnx_input_signatures,
     synthetic_batches,
 )
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import DataSource
 
 TEXT_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 

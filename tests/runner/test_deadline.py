@@ -13,10 +13,10 @@ import pytest
 from runner.manifests import manifest, write_manifest
 from typer.testing import CliRunner
 
+from kondense.api.errors import DeadlineExceeded
 from kondense.runners import engine
 from kondense.runners.cli import app
 from kondense.runners.deadline import deadline
-from kondense.runners.errors import DeadlineExceeded
 
 
 def test_deadline_interrupts_work_even_through_a_broad_except() -> None:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from fixtures.models import build_tiny_onnx
 
-from kondense.runners.data import Batch, onnx_input_signatures, synthetic_batches
-from kondense.runners.errors import BadInput
-from kondense.runners.evaluate import (
+from kondense.api.errors import BadInput
+from kondense.api.spec import Metric, Task
+from kondense.runners.io.data import Batch, onnx_input_signatures, synthetic_batches
+from kondense.runners.measure.evaluate import (
     agreement,
     evaluate_pair,
     mean_cosine,
@@ -18,8 +19,7 @@ from kondense.runners.evaluate import (
     metric_name,
     top1_accuracy,
 )
-from kondense.runners.inference import Device, pick_device
-from kondense.runners.spec import Metric, Task
+from kondense.runners.measure.inference import Device, pick_device
 
 CPU = Device("cpu", "CPUExecutionProvider")
 

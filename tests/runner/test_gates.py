@@ -6,9 +6,10 @@ from pathlib import Path
 
 from runner.manifests import manifest
 
-from kondense.runners.engine import fp16_cpu_verdict, gate_problems, resolve_uris
-from kondense.runners.report import Figures, Results
-from kondense.runners.spec import CompressionJob, CompressionJobSpec
+from kondense.api.outcome import Figures, Results
+from kondense.api.spec import CompressionJob, CompressionJobSpec
+from kondense.runners.engine import resolve_uris
+from kondense.runners.measure.gates import fp16_cpu_verdict, gate_problems
 
 
 def spec(steps: list[dict[str, object]] | None = None, **evaluation: object) -> CompressionJobSpec:

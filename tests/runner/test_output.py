@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from fixtures.models import build_tiny_onnx
 
+from kondense.api.spec import ModelFormat
+from kondense.runners.core import Model
 from kondense.runners.engine import model_files, write_output
-from kondense.runners.spec import ModelFormat
-from kondense.runners.steps import Model
 
 
 def test_external_data_is_written_as_model_onnx_data_and_still_loads(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from runner.manifests import PIPELINE_EVALUATION, manifest, write_manifest
 from typer.testing import CliRunner
 
 from kondense.runners.cli import app
-from kondense.runners.storage import sha256_of
+from kondense.runners.io.storage import sha256_of
 
 runner = CliRunner()
 DYNAMIC = [{"quantize": {"mode": "dynamic"}}]
@@ -185,7 +185,7 @@ def test_minilm_example_compresses_with_cosine_within_the_limit(tmp_path: Path) 
 
 
 def test_model_from_s3_and_output_to_s3(s3_env: str, tiny_onnx: Path, tmp_path: Path) -> None:
-    from kondense.runners import storage
+    from kondense.runners.io import storage
 
     fs, _ = storage.filesystem("s3://kondense/")
     fs.put(str(tiny_onnx), "kondense/models/tiny.onnx")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kondense.runners import storage
-from kondense.runners.errors import BadInput
+from kondense.api.errors import BadInput
+from kondense.runners.io import storage
 
 
 def make_output(folder: Path, report: bool = True) -> Path:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from fixtures.training import in_memory, job_spec, step_context
 
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import DistillConfig, ModelFormat
-from kondense.runners.steps import Model
+from kondense.api.errors import BadInput
+from kondense.api.spec import DistillConfig, ModelFormat
+from kondense.runners.core import Model
 from kondense.runners.steps.distill import run
 
 

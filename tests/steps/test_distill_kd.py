@@ -11,8 +11,8 @@ import torch
 from fixtures.models import accuracy
 from fixtures.training import in_memory, job_spec, step_context
 
-from kondense.runners.distillation import kd_loss
-from kondense.runners.spec import DistillConfig
+from kondense.api.spec import DistillConfig
+from kondense.runners.nn.losses import kd_loss
 from kondense.runners.steps.distill import run
 
 # A small labelled set: where hard labels alone over-fit, the teacher's soft targets help.

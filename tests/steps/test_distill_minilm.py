@@ -10,8 +10,8 @@ from types import ModuleType
 import pytest
 from fixtures.training import job_spec, step_context
 
-from kondense.runners.spec import DistillConfig, ModelFormat
-from kondense.runners.steps import Model
+from kondense.api.spec import DistillConfig, ModelFormat
+from kondense.runners.core import Model
 from kondense.runners.steps.distill import run
 
 DOMAIN_TEXT = Path(__file__).parents[2] / "examples" / "data" / "make_domain_text.py"

@@ -18,10 +18,11 @@ from fixtures.models import (
     step_context,
 )
 
+from kondense.api.errors import BadInput
+from kondense.api.spec import ExportConfig, ModelFormat
 from kondense.runners import model_io
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import ExportConfig, ModelFormat
-from kondense.runners.steps import Model, load_step
+from kondense.runners.core import Model
+from kondense.runners.steps import load_step
 
 export = load_step("export")
 
@@ -115,7 +116,7 @@ def test_minilm_exports_sentence_embeddings_with_dynamic_batch_and_sequence(
 
 
 def minilm_onnx_task() -> Any:
-    from kondense.runners.spec import Task
+    from kondense.api.spec import Task
 
     return Task.text_embedding
 

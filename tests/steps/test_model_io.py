@@ -16,10 +16,10 @@ import pytest
 import torch
 from onnx import external_data_helper
 
+from kondense.api.errors import BadInput
+from kondense.api.spec import ModelFormat, Task
 from kondense.runners import model_io
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import ModelFormat, Task
-from kondense.runners.steps import Model
+from kondense.runners.core import Model
 
 # A pickle that would create this file if anything ever unpickled it.
 CANARY = Path(os.environ.get("TMPDIR", "/tmp")) / "kondense-pickle-canary"

@@ -12,9 +12,10 @@ import onnx
 import pytest
 from fixtures.models import SENTENCES, mean_cosine, run_onnx, sentence_batch, step_context
 
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import ModelFormat, OptimizeConfig, OptimizeLevel, TransformerFusion
-from kondense.runners.steps import Model, load_step
+from kondense.api.errors import BadInput
+from kondense.api.spec import ModelFormat, OptimizeConfig, OptimizeLevel, TransformerFusion
+from kondense.runners.core import Model
+from kondense.runners.steps import load_step
 
 optimize = load_step("optimize")
 

@@ -11,9 +11,9 @@ import torch
 from fixtures.training import in_memory, job_spec, step_context
 from pydantic import ValidationError
 
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import ModelFormat, PruneConfig
-from kondense.runners.steps import Model
+from kondense.api.errors import BadInput
+from kondense.api.spec import ModelFormat, PruneConfig
+from kondense.runners.core import Model
 from kondense.runners.steps.prune import run
 
 DIGITS_INPUTS = [{"name": "pixel_values", "shape": [1, 1, 8, 8]}]

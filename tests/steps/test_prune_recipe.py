@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from kondense.api.spec import CompressionJob
 from kondense.runners.engine import run_job
-from kondense.runners.spec import CompressionJob
 
 
 def test_prune_export_quantize_reports_each_step_and_the_total(

@@ -13,7 +13,7 @@ import torch
 from fixtures.models import accuracy
 from fixtures.training import in_memory, job_spec, step_context
 
-from kondense.runners.spec import PruneConfig
+from kondense.api.spec import PruneConfig
 from kondense.runners.steps.prune import run
 
 DIGITS_INPUTS = [{"name": "pixel_values", "shape": [1, 1, 8, 8]}]

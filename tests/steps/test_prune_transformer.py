@@ -10,11 +10,11 @@ import pytest
 import torch
 from fixtures.training import job_spec, step_context
 
-from kondense.runners.spec import ModelFormat, PruneConfig, Task
-from kondense.runners.steps import Model
+from kondense.api.spec import ModelFormat, PruneConfig, Task
+from kondense.runners.core import Model
+from kondense.runners.nn.trainable import load_huggingface
+from kondense.runners.nn.training import forward
 from kondense.runners.steps.prune import run
-from kondense.runners.trainable import load_huggingface
-from kondense.runners.training import forward
 
 SENTENCES = ["The cache layer times out after the release.", "How do I reset my password?"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fixtures.training import in_memory, job_spec, step_context
 
-from kondense.runners.spec import PruneConfig
+from kondense.api.spec import PruneConfig
 from kondense.runners.steps.prune import run
 
 

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 from fixtures.models import (
     SENTENCES,
     build_tiny_onnx,
@@ -20,11 +19,13 @@ from fixtures.models import (
     sentence_batch,
     step_context,
 )
+from onnx import numpy_helper
 
+from kondense.api.errors import BadInput
+from kondense.api.spec import ModelFormat, QuantizeConfig, QuantizeMode
 from kondense.runners import model_io
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import ModelFormat, QuantizeConfig, QuantizeMode
-from kondense.runners.steps import Model, StepContext, load_step
+from kondense.runners.core import Model, StepContext
+from kondense.runners.steps import load_step
 
 quantize = load_step("quantize")
 

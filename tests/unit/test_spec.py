@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from kondense.runners.spec import CompressionJob, QuantizeConfig, QuantizeMode
+from kondense.api.spec import CompressionJob, QuantizeConfig, QuantizeMode
 
 MANIFEST = """
 apiVersion: kondense.dev/v1alpha1

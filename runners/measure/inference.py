@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from kondense.runners.data import Batch
-from kondense.runners.errors import BadInput
+from kondense.api.errors import BadInput
+from kondense.runners.io.data import Batch
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

@@ -1,4 +1,4 @@
-"""Knowledge-distillation losses and students derived from a teacher (pure torch, no I/O)."""
+"""Students derived from a teacher: shallower transformers, narrower CNNs (pure torch, no I/O)."""
 
 from __future__ import annotations
 
@@ -6,60 +6,13 @@ import copy
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from kondense.runners.nn.layers import transformer_layers
+
 if TYPE_CHECKING:
     import torch
 
 # Layers a derived CNN student shrinks; anything else (norms, embeddings) follows or stays.
 STUDENT_LAYER_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d")
-
-
-def kd_loss(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    labels: torch.Tensor | None,
-    temperature: float,
-    alpha: float,
-) -> torch.Tensor:
-    """`alpha·CE(y, s) + (1-alpha)·T²·KL(softmax(t/T) || softmax(s/T))`.
-
-    T² keeps the soft-target gradients on the same scale as the hard-label ones whatever T is
-    (Hinton et al. 2015). `labels` may be None only when alpha is 0.
-    """
-    import torch.nn.functional as F
-
-    soft = F.kl_div(
-        F.log_softmax(student / temperature, dim=-1),
-        F.log_softmax(teacher / temperature, dim=-1),
-        log_target=True,
-        reduction="batchmean",
-    ) * (temperature**2)
-    if alpha == 0:
-        return soft
-    assert labels is not None, "the hard-label term needs labels"
-    hard = F.cross_entropy(student, labels)
-    if alpha == 1:
-        return hard
-    return alpha * hard + (1 - alpha) * soft
-
-
-def cosine_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """1 - cosine between student and teacher embeddings, averaged over the batch."""
-    import torch.nn.functional as F
-
-    return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
-
-
-def transformer_layers(module: torch.nn.Module) -> tuple[Any, str] | None:
-    """The stack of transformer blocks (e.g. BERT's `encoder.layer`) and its attribute path."""
-    from torch import nn
-
-    for path in ("encoder.layer", "encoder.layers", "layers", "transformer.layer"):
-        owner: Any = getattr(module, "base_model", module)
-        for part in path.split("."):
-            owner = getattr(owner, part, None)
-        if isinstance(owner, nn.ModuleList) and len(owner) > 1:
-            return owner, path
-    return None
 
 
 def kept_layer_indices(count: int, keep_every: int) -> list[int]:
@@ -94,7 +47,7 @@ def narrow_student(
 ) -> torch.nn.Module:
     """The teacher with each layer keeping `width` of its channels (structured pruning by
     weight norm), initialised from the teacher's surviving weights."""
-    from kondense.runners.pruning import module_classes, prune_channels
+    from kondense.runners.nn.pruning import module_classes, prune_channels
 
     student = copy.deepcopy(teacher)
     classes = module_classes(list(STUDENT_LAYER_TYPES), field="distill.student.width")

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kondense.runners.errors import BadInput
+from kondense.api.errors import BadInput
+from kondense.api.spec import DataSource, ModelFormat, Task
+from kondense.runners.core import Model, StepContext
 from kondense.runners.model_io import is_huggingface
-from kondense.runners.spec import DataSource, ModelFormat, Task
-from kondense.runners.steps import Model, StepContext
-from kondense.runners.training import BatchStream, TrainingBatch
+from kondense.runners.nn.training import BatchStream, TrainingBatch
 
 if TYPE_CHECKING:
     import torch
 
-    from kondense.runners.data import Batch
+    from kondense.runners.io.data import Batch
 
 # Files a Hugging Face directory carries besides the weights; kept with a changed model so the
 # result still tokenizes and loads like the original.
@@ -104,7 +104,7 @@ def input_names(module: torch.nn.Module, tokenizer: Path | None) -> list[str]:
     """The names a batch must carry: the tokenizer's model inputs for text models, the
     forward signature's named arguments otherwise."""
     if tokenizer is not None:
-        from kondense.runners.data import load_tokenizer
+        from kondense.runners.io.data import load_tokenizer
 
         names = load_tokenizer(tokenizer).model_input_names
         return [n for n in names if n in _forward_parameters(module)] or list(names)
@@ -133,7 +133,7 @@ def training_stream(
 def data_stream(
     source: DataSource, model: Model, module: torch.nn.Module, batch_size: int, seq_len: int
 ) -> BatchStream:
-    from kondense.runners.data import iter_batches
+    from kondense.runners.io.data import iter_batches
 
     tokenizer = tokenizer_dir(model)
     names = input_names(module, tokenizer)
@@ -154,7 +154,7 @@ def data_stream(
 def trim_padding(batch: Batch) -> Batch:
     """Drop the padding columns no sample in the batch uses: text is padded to the full
     sequence length, and attention masks them anyway, so training on them only costs time."""
-    from kondense.runners.data import Batch
+    from kondense.runners.io.data import Batch
 
     mask = batch.inputs.get("attention_mask")
     if mask is None or mask.ndim != 2:
@@ -183,7 +183,7 @@ def example_inputs(ctx: StepContext, stream: BatchStream | None) -> dict[str, to
     batch, else the first evaluation batch."""
     import torch
 
-    from kondense.runners.training import to_tensors
+    from kondense.runners.nn.training import to_tensors
 
     declared = ctx.spec.model.inputs
     if declared:

@@ -356,13 +356,11 @@ class Step(SpecModel):
     @model_validator(mode="after")
     def _exactly_one(self) -> Step:
         if len(self.set_keys()) != 1:
-            raise ValueError(
-                "each step sets exactly one of export, optimize, quantize, prune, distill"
-            )
+            raise ValueError(f"each step sets exactly one of {', '.join(type(self).model_fields)}")
         return self
 
     def set_keys(self) -> list[str]:
-        return [name for name in STEP_NAMES if getattr(self, name) is not None]
+        return [name for name in type(self).model_fields if getattr(self, name) is not None]
 
     @property
     def name(self) -> str:
@@ -373,9 +371,6 @@ class Step(SpecModel):
         value = getattr(self, self.name)
         assert isinstance(value, SpecModel)
         return value
-
-
-STEP_NAMES = ("export", "optimize", "quantize", "prune", "distill")
 
 
 # --- evaluation and output -------------------------------------------------------------------
@@ -477,7 +472,7 @@ class CompressionJobSpec(SpecModel):
 
 
 # Cross-field mistakes, worded once: `kondense validate` and the CRD's CEL rules
-# (operator/crd.py) both say these.
+# (api/crd.py) both say these.
 NEEDS_CALIBRATION = (
     "spec.data.calibration: static INT8 quantization needs calibration data; add "
     "data.calibration.uri (100-1000 representative samples) or use mode: dynamic"

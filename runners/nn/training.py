@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from kondense.runners.spec import FineTune
-from kondense.runners.steps import Progress, no_progress
+from kondense.api.spec import FineTune
+from kondense.runners.core import Progress, no_progress
 
 if TYPE_CHECKING:
     import torch
@@ -31,7 +31,7 @@ SHUFFLE_BUFFER = 64
 
 
 class TrainingBatch(Protocol):
-    """What the loop needs of a batch (`kondense.runners.data.Batch` has this shape)."""
+    """What the loop needs of a batch (`kondense.runners.io.data.Batch` has this shape)."""
 
     @property
     def inputs(self) -> Mapping[str, np.ndarray]: ...

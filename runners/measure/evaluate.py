@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kondense.runners.data import Batch
-from kondense.runners.errors import BadInput
-from kondense.runners.inference import Device, open_session, run_batches
-from kondense.runners.spec import Metric, Task
+from kondense.api.errors import BadInput
+from kondense.api.spec import Metric, Task
+from kondense.runners.io.data import Batch
+from kondense.runners.measure.inference import Device, open_session, run_batches
 
 COSINE = "cosine"
 ACCURACY = "accuracy"

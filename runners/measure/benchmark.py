@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kondense.runners.inference import Device, feed, open_session
+from kondense.runners.measure.inference import Device, feed, open_session
 
 ROUNDS = 10
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import DataSource
+from kondense.api.errors import BadInput
+from kondense.api.spec import DataSource
 
 LABELS = "labels"
 # Token ids drawn for synthetic text inputs stay below this when the vocabulary is unknown.
@@ -61,7 +61,7 @@ def iter_batches(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    from kondense.runners import storage
+    from kondense.runners.io import storage
 
     if storage.is_local(source.uri):
         yield from _iter_local(

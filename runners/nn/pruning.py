@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kondense.runners.errors import BadInput
-from kondense.runners.spec import PruneScope
+from kondense.api.errors import BadInput
+from kondense.api.spec import PruneScope
 
 if TYPE_CHECKING:
     import torch
@@ -145,7 +145,7 @@ def prune_channels(
     import torch
     import torch_pruning as tp
 
-    from kondense.runners.training import accepted_inputs
+    from kondense.runners.nn.training import accepted_inputs
 
     inputs = accepted_inputs(module, example_inputs)
     module.eval()
@@ -268,7 +268,7 @@ def prune_transformer(module: torch.nn.Module, amount: float) -> TransformerPrun
     """
     import torch
 
-    from kondense.runners.distillation import transformer_layers
+    from kondense.runners.nn.layers import transformer_layers
 
     found = transformer_layers(module)
     if found is None:

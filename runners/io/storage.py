@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from kondense.runners.errors import BadInput
-from kondense.runners.report import Artifact
+from kondense.api.errors import BadInput
+from kondense.api.outcome import Artifact
 
 REPORT_NAME = "report.json"
 DEFAULT_PVC_ROOT = "/mnt/pvc"

@@ -169,15 +169,15 @@ def torch_dynamic(bench: Bench) -> Candidate:
     import torch
 
     from kondense.api.spec import ModelFormat, Task
-    from kondense.runners import model_io
     from kondense.runners.core import Model
+    from kondense.runners.model import torch_modules
 
     torch.set_num_threads(THREADS)
-    module = model_io.load_torch_module(
+    module = torch_modules.load_torch_module(
         Model(path=bench.minilm, format=ModelFormat.huggingface), Task.text_embedding
     )
     quantized = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
-    names = model_io.module_signature(module, None)
+    names = torch_modules.module_signature(module, None)
     buffer = io.BytesIO()
     torch.save(quantized.state_dict(), buffer)  # our own object: size only, never loaded
 
@@ -233,9 +233,9 @@ def _runner(candidate: Candidate) -> Callable[[Feeds], np.ndarray]:
 def _size(candidate: Candidate) -> int:
     if candidate.onnx is None:
         return candidate.bytes
-    from kondense.runners import model_io
+    from kondense.runners.model import onnx_files
 
-    return model_io.onnx_size_bytes(candidate.onnx)
+    return onnx_files.onnx_size_bytes(candidate.onnx)
 
 
 def embed(run: Callable[[Feeds], np.ndarray], feeds: Feeds, chunk: int = 16) -> np.ndarray:

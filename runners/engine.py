@@ -31,9 +31,10 @@ from kondense.api.steps import ONNX_STEPS
 from kondense.runners.core import Model, Progress, StepContext, no_progress
 from kondense.runners.io import storage
 from kondense.runners.measure.gates import fp16_cpu_verdict, gate_problems
+from kondense.runners.model import MODEL_FILE
+from kondense.runners.model.assets import copy_assets, hf_assets_dir
 from kondense.runners.steps import load_step
 
-MODEL_NAME = "model.onnx"
 # Evaluation runs in batches of this size unless the model fixes its batch dimension.
 EVAL_BATCH = 32
 SYNTHETIC_SAMPLES = 64
@@ -121,7 +122,7 @@ def run_job(
         original = _load_model(spec, work)
         baseline, export_seconds = _baseline(original, spec, work, run)
         signatures = data.onnx_input_signatures(baseline.path)
-        _check_data(spec, signatures, _tokenizer_dir(baseline, original))
+        _check_data(spec, signatures, hf_assets_dir(baseline, original))
         result = _run_steps(original, baseline, export_seconds, spec, work, run)
         results = _measure(baseline, result, original, spec, signatures, run)
         out = work / "output"
@@ -148,9 +149,9 @@ def run_job(
 
 
 def _load_model(spec: CompressionJobSpec, work: Path) -> Model:
-    from kondense.runners import model_io
+    from kondense.runners.model import formats, onnx_files
 
-    path, detected = model_io.locate_model(storage.fetch(spec.model.uri, work / "input"))
+    path, detected = formats.locate_model(storage.fetch(spec.model.uri, work / "input"))
     declared = spec.model.format
     if declared is not None and declared != detected:
         raise BadInput(
@@ -159,7 +160,7 @@ def _load_model(spec: CompressionJobSpec, work: Path) -> Model:
             field="spec.model.format",
         )
     if detected == ModelFormat.onnx:
-        model_io.check_onnx(path)
+        onnx_files.check_onnx(path)
     assets = path if detected == ModelFormat.huggingface else None
     return Model(path=path, format=detected, assets=assets)
 
@@ -241,13 +242,6 @@ def _auto_export(
 
 
 # --- measurement ---------------------------------------------------------------------------
-
-
-def _tokenizer_dir(*models: Model) -> Path | None:
-    for model in models:
-        if model.assets is not None and model.assets.is_dir():
-            return model.assets
-    return None
 
 
 def _eval_batches(
@@ -344,7 +338,7 @@ def _measure(
     settings = spec.evaluation
     threads = resolve_threads(settings.threads)
     device = pick_device(prefer_gpu=True)
-    tokenizer_dir = _tokenizer_dir(result, baseline, original)
+    tokenizer_dir = hf_assets_dir(result, baseline, original)
     run.progress("evaluate", 0, None)
     evaluation = evaluate.evaluate_pair(
         baseline.path,
@@ -391,9 +385,9 @@ def _measure(
 
 def model_files(path: Path) -> list[Path]:
     """The ONNX file and the external-data files it references."""
-    from kondense.runners import model_io
+    from kondense.runners.model import onnx_files
 
-    return [path, *model_io.external_data_files(path)]
+    return [path, *onnx_files.external_data_files(path)]
 
 
 def _weight_stats(path: Path) -> tuple[int, float]:
@@ -444,15 +438,13 @@ def _figures(path: Path, timing: Any, metric: float, with_gzip: bool) -> Figures
 
 def write_output(result: Model, original: Model, out: Path) -> None:
     """model.onnx (+ external data) and the tokenizer/config files a consumer needs."""
-    from kondense.runners import model_io
+    from kondense.runners.model import onnx_files
 
     out.mkdir(parents=True)
     if len(model_files(result.path)) == 1:
-        shutil.copyfile(result.path, out / MODEL_NAME)
+        shutil.copyfile(result.path, out / MODEL_FILE)
     else:
         import onnx
 
-        model_io.save_onnx(onnx.load(str(result.path)), out / MODEL_NAME, external=True)
-    assets = _tokenizer_dir(result, original)
-    if assets is not None:
-        model_io.copy_hf_assets(assets, out)
+        onnx_files.save_onnx(onnx.load(str(result.path)), out / MODEL_FILE, external=True)
+    copy_assets(out, result, original)

@@ -4,7 +4,6 @@ its training data as a stream, example inputs, and writing a changed module back
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,30 +13,14 @@ import numpy as np
 from kondense.api.errors import BadInput
 from kondense.api.spec import DataSource, ModelFormat, Task
 from kondense.runners.core import Model, StepContext
-from kondense.runners.model_io import is_huggingface
+from kondense.runners.model.assets import copy_assets, hf_assets_dir, tokenizer_dir
+from kondense.runners.model.torch_modules import is_huggingface, load_huggingface
 from kondense.runners.nn.training import BatchStream, TrainingBatch
 
 if TYPE_CHECKING:
     import torch
 
     from kondense.runners.io.data import Batch
-
-# Files a Hugging Face directory carries besides the weights; kept with a changed model so the
-# result still tokenizes and loads like the original.
-_HF_ASSETS = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "merges.txt",
-    "vocab.json",
-    "sentencepiece.bpe.model",
-    "spiece.model",
-    "modules.json",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
-    "1_Pooling",
-)
 
 
 def load_module(
@@ -52,7 +35,7 @@ def load_module(
     if model.module is not None:
         return model.module
     if torchscript and model.format is ModelFormat.torchscript:
-        from kondense.runners.model_io import load_torchscript
+        from kondense.runners.model.torch_modules import load_torchscript
 
         return load_torchscript(model.path)
     if model.format is not ModelFormat.huggingface:
@@ -66,38 +49,10 @@ def load_module(
     return load_huggingface(model.path, task)
 
 
-def load_huggingface(path: Path, task: Task) -> torch.nn.Module:
-    """A Hugging Face model from its directory, weights from safetensors only (never pickle)."""
-    import transformers
-
-    if not any(path.glob("*.safetensors")):
-        raise BadInput(
-            f"{path} has no .safetensors weights; pickled checkpoints are refused because "
-            "loading them can execute code. Save the model with safe_serialization=True",
-            field="spec.model.uri",
-        )
-    auto = {
-        Task.text_classification: transformers.AutoModelForSequenceClassification,
-        Task.image_classification: transformers.AutoModelForImageClassification,
-    }.get(task, transformers.AutoModel)
-    module = auto.from_pretrained(str(path), use_safetensors=True)
-    return module.eval()
-
-
 def is_torchscript(module: Any) -> bool:
     import torch
 
     return isinstance(module, torch.jit.ScriptModule)
-
-
-def tokenizer_dir(model: Model) -> Path | None:
-    """Where the model's tokenizer files are, if it has any."""
-    for folder in (model.assets, model.path if model.path.is_dir() else None):
-        if folder is not None and (
-            (folder / "tokenizer.json").exists() or (folder / "vocab.txt").exists()
-        ):
-            return folder
-    return None
 
 
 def input_names(module: torch.nn.Module, tokenizer: Path | None) -> list[str]:
@@ -112,7 +67,7 @@ def input_names(module: torch.nn.Module, tokenizer: Path | None) -> list[str]:
 
 
 def _forward_parameters(module: torch.nn.Module) -> list[str]:
-    from kondense.runners.model_io import module_signature
+    from kondense.runners.model.torch_modules import module_signature
 
     return module_signature(module, None)
 
@@ -135,7 +90,7 @@ def data_stream(
 ) -> BatchStream:
     from kondense.runners.io.data import iter_batches
 
-    tokenizer = tokenizer_dir(model)
+    tokenizer = tokenizer_dir(hf_assets_dir(model))
     names = input_names(module, tokenizer)
 
     def stream() -> Iterator[TrainingBatch]:
@@ -198,11 +153,6 @@ def example_inputs(ctx: StepContext, stream: BatchStream | None) -> dict[str, to
     )
 
 
-def hf_assets(model: Model) -> Path | None:
-    """The folder with the model's tokenizer and config files, if it has one."""
-    return model.assets or (model.path if model.path.is_dir() else None)
-
-
 def write_back(module: torch.nn.Module, model: Model, ctx: StepContext) -> Model:
     """The changed module as the step's output: Hugging Face models are also saved as a
     directory (config with the new sizes, safetensors, tokenizer) so they load anywhere."""
@@ -216,12 +166,7 @@ def write_back(module: torch.nn.Module, model: Model, ctx: StepContext) -> Model
     if not is_huggingface(module):
         return model.with_(module=module)
     target = ctx.workdir / "model"
+    # The original's assets first: save_pretrained then writes config.json with the new sizes.
+    copy_assets(target, model)
     module.save_pretrained(str(target), safe_serialization=True)  # type: ignore[operator]
-    source = hf_assets(model)
-    if source is not None:
-        for name in _HF_ASSETS:
-            if (source / name).is_dir():
-                shutil.copytree(source / name, target / name, dirs_exist_ok=True)
-            elif (source / name).exists():
-                shutil.copy2(source / name, target / name)
     return model.with_(path=target, format=ModelFormat.huggingface, module=module, assets=target)

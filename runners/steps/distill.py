@@ -112,7 +112,7 @@ def _student(
 
 def _load_student(uri: str, task: Task, scratch: Path) -> torch.nn.Module:
     from kondense.runners.io import storage
-    from kondense.runners.nn import trainable
+    from kondense.runners.model.torch_modules import load_huggingface
 
     path = storage.fetch(uri, scratch)  # local paths as they are; s3:// and https:// fetched
     if not path.is_dir():
@@ -122,7 +122,7 @@ def _load_student(uri: str, task: Task, scratch: Path) -> torch.nn.Module:
             "derive one from the teacher",
             field="distill.student.uri",
         )
-    return trainable.load_huggingface(path, task).train()
+    return load_huggingface(path, task).train()
 
 
 def _is_embedding(teacher: torch.nn.Module, task: Task) -> bool:

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from kondense.api.errors import KondenseError
 from kondense.api.spec import ExportConfig, ModelFormat
-from kondense.runners import model_io
 from kondense.runners.core import Model, StepContext
+from kondense.runners.model import MODEL_FILE, onnx_files, torch_modules
+from kondense.runners.model.assets import copy_assets, hf_assets_dir, tokenizer_dir
 
 if TYPE_CHECKING:
     import torch
 
-MODEL_FILE = "model.onnx"
 # Outputs may differ from torch by float rounding only; anything larger means a wrong graph.
 TOLERANCE = 1e-3
 
@@ -28,7 +28,7 @@ TOLERANCE = 1e-3
 def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
     """`model` as ONNX in ctx.workdir/model.onnx (assets copied beside it in ctx.workdir/assets)."""
     if model.module is None and model.format is ModelFormat.onnx:
-        model_io.check_onnx(model.path)
+        onnx_files.check_onnx(model.path)
         return model
     import torch
 
@@ -36,14 +36,16 @@ def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
     ctx.progress("export: loading the PyTorch model", 0, 3)
     program = None
     if model.module is None and model.format is ModelFormat.exported_program:
-        program = model_io.load_exported_program(model.path)
-    module = program.module() if program is not None else model_io.load_torch_module(model, task)
-    assets = copy_assets(model, ctx.workdir / "assets")
-    input_names = model_io.module_signature(module, ctx.spec.model.inputs)
-    inputs = model_io.example_inputs(
+        program = torch_modules.load_exported_program(model.path)
+    module = (
+        program.module() if program is not None else torch_modules.load_torch_module(model, task)
+    )
+    assets = copy_assets(ctx.workdir / "assets", model)
+    input_names = torch_modules.module_signature(module, ctx.spec.model.inputs)
+    inputs = torch_modules.example_inputs(
         input_names,
         declared=ctx.spec.model.inputs,
-        tokenizer_dir=model_io.tokenizer_dir(model_io.hf_assets_dir(model)),
+        tokenizer_dir=tokenizer_dir(hf_assets_dir(model)),
         program_examples=program.example_inputs[0] if program is not None else None,
     )
     if config.dynamic_axes:
@@ -70,7 +72,7 @@ def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
         else None,
     )
     ctx.progress("export: checking the ONNX graph against torch", 2, 3)
-    model_io.check_onnx(target)
+    onnx_files.check_onnx(target)
     difference = max_difference(target, input_names, inputs, expected)
     ctx.report("exportMaxAbsDiff", difference)
     return model.with_(
@@ -122,7 +124,7 @@ def export_onnx(
         raise KondenseError(
             f"ONNX export failed: {type(error).__name__}: {str(error).splitlines()[0]}"
         ) from error
-    model_io.consolidate_external_data(target)
+    onnx_files.consolidate_external_data(target)
     if program:
         name_dynamic_dims(target)
 
@@ -150,15 +152,6 @@ def name_dynamic_dims(path: Path) -> None:
             if dim.dim_param in names:
                 dim.dim_param = names[dim.dim_param]
     onnx.save_model(model, str(path))
-
-
-def copy_assets(model: Model, target: Path) -> Path | None:
-    """Copy the tokenizer/config files a consumer needs to `target`; None when there are none."""
-    source = model_io.hf_assets_dir(model)
-    if source is None:
-        return None
-    model_io.copy_hf_assets(source, target)
-    return target
 
 
 def max_difference(

@@ -25,17 +25,16 @@ from kondense.api.spec import (
     QuantizeMode,
     TransformerFusion,
 )
-from kondense.runners import model_io
 from kondense.runners.core import Model, StepContext
+from kondense.runners.model import MODEL_FILE, onnx_files
 
-MODEL_FILE = "model.onnx"
 # Hugging Face model types whose encoder ONNX Runtime's BERT fusion recognises.
 BERT_LIKE = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert"})
 
 
 def run(model: Model, config: OptimizeConfig, ctx: StepContext) -> Model:
     """`model` (ONNX) fused and optimized, saved as ctx.workdir/model.onnx."""
-    model_io.require_onnx(model, "optimize")
+    onnx_files.require_onnx(model, "optimize")
     current = model.path
     notes: dict[str, Any] = {}
     shape = transformer_shape(model.assets, config.transformer)
@@ -128,7 +127,7 @@ def fuse_transformer(
         use_gpu=False,
     )
     statistics = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
-    model_io.save_onnx(optimized.model, target)
+    onnx_files.save_onnx(optimized.model, target)
     return target, statistics
 
 
@@ -146,7 +145,7 @@ def ort_optimize(source: Path, target: Path, level: OptimizeLevel) -> Path:
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
     options.optimized_model_filepath = str(target)
-    if model_io.onnx_size_bytes(source) > model_io.EXTERNAL_DATA_THRESHOLD:
+    if onnx_files.onnx_size_bytes(source) > onnx_files.EXTERNAL_DATA_THRESHOLD:
         options.add_session_config_entry(
             "session.optimized_model_external_initializers_file_name", target.name + ".data"
         )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kondense.api.errors import BadInput
 from kondense.api.spec import FineTune, PruneConfig, PruneMethod, Task
 from kondense.runners.core import Model, StepContext
+from kondense.runners.model.assets import hf_assets_dir
 
 if TYPE_CHECKING:
     import torch
@@ -109,7 +110,7 @@ def _finish(
     if config.method is PruneMethod.structured and trainable.is_huggingface(module):
         # Layers now differ in shape from what config.json describes, so the module travels
         # in memory (with the original tokenizer files) to export instead of as a directory.
-        return model.with_(module=module, assets=trainable.hf_assets(model))
+        return model.with_(module=module, assets=hf_assets_dir(model))
     return trainable.write_back(module, model, ctx)
 
 

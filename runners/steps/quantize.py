@@ -26,8 +26,9 @@ from kondense.api.spec import (
     QuantizeConfig,
     QuantizeMode,
 )
-from kondense.runners import model_io
 from kondense.runners.core import Model, StepContext
+from kondense.runners.model import MODEL_FILE, onnx_files
+from kondense.runners.model.assets import tokenizer_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
 # Static calibration reads this many samples at most, in chunks of CALIBRATION_CHUNK.
 CALIBRATION_MAX_SAMPLES = 1000
 CALIBRATION_MIN_SAMPLES = 100
@@ -58,9 +58,9 @@ UNKNOWN_TYPES_ARE_FLOAT = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
 
 def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
     """`model` (ONNX) quantized per `config.mode`, saved as ctx.workdir/model.onnx."""
-    model_io.require_onnx(model, "quantize")
+    onnx_files.require_onnx(model, "quantize")
     target = ctx.workdir / MODEL_FILE
-    large = model_io.onnx_size_bytes(model.path) > model_io.EXTERNAL_DATA_THRESHOLD
+    large = onnx_files.onnx_size_bytes(model.path) > onnx_files.EXTERNAL_DATA_THRESHOLD
     if config.mode is QuantizeMode.fp16:
         ctx.progress("quantize: converting to fp16", 0, 1)
         convert_fp16(model.path, target, config)
@@ -84,7 +84,7 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
         reader = CalibrationReader(
             source,
             input_names=model_inputs(prepared),
-            tokenizer_dir=model_io.tokenizer_dir(model.assets),
+            tokenizer_dir=tokenizer_dir(model.assets),
             sequence_length=ctx.spec.evaluation.sequence_length,
         )
         quantize_static_int8(prepared, target, config, reader, large=large)
@@ -134,7 +134,7 @@ def preprocess(source: Path, target: Path, *, large: bool) -> tuple[Path, str]:
     import onnx
 
     # A copy, so later in-place rewrites (Gemm -> MatMul) never touch the input model.
-    model_io.save_onnx(onnx.load_model(str(source), load_external_data=True), target)
+    onnx_files.save_onnx(onnx.load_model(str(source), load_external_data=True), target)
     return target, "none (shape inference failed; quantizing the model as it is)"
 
 
@@ -212,7 +212,7 @@ def gemm_as_matmul(path: Path) -> Path:
         return path
     wrapped = ONNXModel(model)
     wrapped.replace_gemm_with_matmul()
-    model_io.save_onnx(wrapped.model, path)
+    onnx_files.save_onnx(wrapped.model, path)
     return path
 
 
@@ -380,10 +380,10 @@ def convert_fp16(source: Path, target: Path, config: QuantizeConfig) -> None:
         op_block_list=fp16_block_list(config),
         node_block_list=list(config.exclude_nodes or []) or None,
         # Shape inference by path only works under 2 GB; large models skip it.
-        disable_shape_infer=model_io.weight_bytes(model) > model_io.EXTERNAL_DATA_THRESHOLD,
+        disable_shape_infer=onnx_files.weight_bytes(model) > onnx_files.EXTERNAL_DATA_THRESHOLD,
     )
     # keep_io_types appends the input Casts at the end of the node list; ONNX Runtime does not
     # mind, but onnx.checker (and every tool that validates) requires topological order.
     wrapped = OnnxModel(converted)
     wrapped.topological_sort()
-    model_io.save_onnx(wrapped.model, target)
+    onnx_files.save_onnx(wrapped.model, target)

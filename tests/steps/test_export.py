@@ -20,8 +20,8 @@ from fixtures.models import (
 
 from kondense.api.errors import BadInput
 from kondense.api.spec import ExportConfig, ModelFormat
-from kondense.runners import model_io
 from kondense.runners.core import Model
+from kondense.runners.model import onnx_files, torch_modules
 from kondense.runners.steps import load_step
 
 export = load_step("export")
@@ -102,14 +102,14 @@ def test_minilm_exports_sentence_embeddings_with_dynamic_batch_and_sequence(
     dims = [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "sequence"]
 
-    module = model_io.load_torch_module(
+    module = torch_modules.load_torch_module(
         Model(path=minilm_dir, format=ModelFormat.huggingface), minilm_onnx_task()
     )
     for length in (16, 48):
         feeds = sentence_batch(minilm_dir, SENTENCES[:3], length)
         got = run_onnx(minilm_onnx.path, feeds)
         with torch.no_grad():
-            names = model_io.module_signature(module, None)
+            names = torch_modules.module_signature(module, None)
             want = module(*[torch.from_numpy(feeds[n]) for n in names]).numpy()
         assert got.shape == (3, 384)
         assert mean_cosine(got, want) > 0.99999
@@ -131,7 +131,7 @@ def _spread_over_files(tiny_onnx: Path, folder: Path) -> Path:
         all_tensors_to_one_file=False,
         size_threshold=0,
     )
-    assert len(model_io.external_data_files(spread)) == 4
+    assert len(onnx_files.external_data_files(spread)) == 4
     return spread
 
 
@@ -139,12 +139,12 @@ def test_large_model_weights_go_to_one_external_file(
     tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # torch writes one file per tensor for >2 GB models; export leaves one data file beside.
-    monkeypatch.setattr(model_io, "EXTERNAL_DATA_THRESHOLD", 0)  # "large" = any weights
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 0)  # "large" = any weights
     spread = _spread_over_files(tiny_onnx, tmp_path / "m")
-    model_io.consolidate_external_data(spread)
-    assert [p.name for p in model_io.external_data_files(spread)] == ["model.onnx.data"]
+    onnx_files.consolidate_external_data(spread)
+    assert [p.name for p in onnx_files.external_data_files(spread)] == ["model.onnx.data"]
     assert sorted(p.name for p in spread.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
-    model_io.check_onnx(spread)
+    onnx_files.check_onnx(spread)
     x = np.ones((2, 16), np.float32)
     np.testing.assert_allclose(run_onnx(spread, {"x": x}), run_onnx(tiny_onnx, {"x": x}))
 
@@ -153,7 +153,7 @@ def test_small_model_weights_are_kept_inside_the_model_file(
     tiny_onnx: Path, tmp_path: Path
 ) -> None:
     spread = _spread_over_files(tiny_onnx, tmp_path / "m")
-    model_io.consolidate_external_data(spread)
+    onnx_files.consolidate_external_data(spread)
     assert [p.name for p in spread.parent.iterdir()] == ["model.onnx"]
     x = np.ones((2, 16), np.float32)
     np.testing.assert_allclose(run_onnx(spread, {"x": x}), run_onnx(tiny_onnx, {"x": x}))

@@ -117,13 +117,13 @@ def test_auto_fusion_is_skipped_before_int8_only(minilm_onnx: Model, tmp_path: P
 def test_models_over_the_protobuf_limit_are_saved_with_external_data(
     digits_onnx: Path, digits: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kondense.runners import model_io
+    from kondense.runners.model import onnx_files
 
-    monkeypatch.setattr(model_io, "EXTERNAL_DATA_THRESHOLD", 0)  # every model is "large"
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 0)  # every model is "large"
     ctx = step_context(tmp_path, steps=[{"optimize": {"level": "extended"}}])
     result = optimize(Model(path=digits_onnx, format=ModelFormat.onnx), OptimizeConfig(), ctx)
-    assert [p.name for p in model_io.external_data_files(result.path)] == ["model.onnx.data"]
-    model_io.check_onnx(result.path)
+    assert [p.name for p in onnx_files.external_data_files(result.path)] == ["model.onnx.data"]
+    onnx_files.check_onnx(result.path)
     x = digits["x_test"][:8]
     np.testing.assert_allclose(
         run_onnx(result.path, {"pixel_values": x}),

@@ -12,7 +12,7 @@ from fixtures.training import job_spec, step_context
 
 from kondense.api.spec import ModelFormat, PruneConfig, Task
 from kondense.runners.core import Model
-from kondense.runners.nn.trainable import load_huggingface
+from kondense.runners.model.torch_modules import load_huggingface
 from kondense.runners.nn.training import forward
 from kondense.runners.steps.prune import run
 

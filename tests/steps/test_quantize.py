@@ -23,8 +23,8 @@ from onnx import numpy_helper
 
 from kondense.api.errors import BadInput
 from kondense.api.spec import ModelFormat, QuantizeConfig, QuantizeMode
-from kondense.runners import model_io
 from kondense.runners.core import Model, StepContext
+from kondense.runners.model import onnx_files
 from kondense.runners.steps import load_step
 
 quantize = load_step("quantize")
@@ -52,7 +52,7 @@ def test_dynamic_int8_shrinks_the_cnn_and_keeps_its_predictions(
 ) -> None:
     result = _quantize(digits_onnx, tmp_path, {"mode": "dynamic"})
     # Every weight is INT8, the Gemm head included (rewritten as MatMul first).
-    assert model_io.onnx_size_bytes(result.path) < model_io.onnx_size_bytes(digits_onnx) / 3.5
+    assert onnx_files.onnx_size_bytes(result.path) < onnx_files.onnx_size_bytes(digits_onnx) / 3.5
     assert "Gemm" not in _ops(result.path)
     assert _ops(result.path)["ConvInteger"] == 2
     assert _digits_agreement(digits_onnx, result.path, digits) >= 0.98
@@ -125,11 +125,11 @@ def test_fp16_halves_the_model_and_keeps_float32_io(
     digits_onnx: Path, digits: dict, tmp_path: Path
 ) -> None:
     result = _quantize(digits_onnx, tmp_path, {"mode": "fp16"})
-    model_io.check_onnx(result.path)  # valid ONNX (nodes in topological order)
+    onnx_files.check_onnx(result.path)  # valid ONNX (nodes in topological order)
     model = onnx.load(str(result.path))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    assert model_io.onnx_size_bytes(result.path) < model_io.onnx_size_bytes(digits_onnx) * 0.55
+    assert onnx_files.onnx_size_bytes(result.path) < onnx_files.onnx_size_bytes(digits_onnx) * 0.55
     x = digits["x_test"][:64]
     np.testing.assert_allclose(
         run_onnx(result.path, {"pixel_values": x}),
@@ -162,7 +162,7 @@ def test_static_int8_calibrates_with_each_method(
     ops = _ops(result.path)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0  # QDQ format
     assert reports["calibrationSamples"] == 160
-    assert model_io.onnx_size_bytes(result.path) < model_io.onnx_size_bytes(digits_onnx) / 3
+    assert onnx_files.onnx_size_bytes(result.path) < onnx_files.onnx_size_bytes(digits_onnx) / 3
     assert _digits_agreement(digits_onnx, result.path, digits) >= 0.95
 
 
@@ -213,7 +213,7 @@ def test_default_minilm_recipe_keeps_sentence_cosine(
     feeds = sentence_batch(minilm_onnx.assets, texts + SENTENCES, 128)
     cosine = mean_cosine(run_onnx(result.path, feeds), run_onnx(minilm_onnx.path, feeds))
     assert cosine >= 0.99
-    ratio = model_io.onnx_size_bytes(minilm_onnx.path) / model_io.onnx_size_bytes(result.path)
+    ratio = onnx_files.onnx_size_bytes(minilm_onnx.path) / onnx_files.onnx_size_bytes(result.path)
     assert ratio >= 3.9
 
 
@@ -231,13 +231,13 @@ def test_models_over_the_protobuf_limit_keep_their_weights_in_external_data(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Every model counts as "over 2 GB": each stage must then read and write external data.
-    monkeypatch.setattr(model_io, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 0)
     result = _quantize(
         digits_onnx,
         tmp_path,
         {"mode": mode},
         calibration={"uri": str(digits_npz), "samples": 64},
     )
-    assert model_io.external_data_files(result.path), "weights should sit beside the model"
-    model_io.check_onnx(result.path)
+    assert onnx_files.external_data_files(result.path), "weights should sit beside the model"
+    onnx_files.check_onnx(result.path)
     assert _digits_agreement(digits_onnx, result.path, digits) >= 0.95

@@ -1,0 +1,13 @@
+"""Reading and writing model files: the formats kondense accepts, ONNX files, torch modules and
+the Hugging Face files a model carries besides its weights.
+
+formats       which format a file is; pickled checkpoints refused
+onnx_files    ONNX validation, external data, saving and sizes
+torch_modules PyTorch models as tensor modules: Hugging Face, TorchScript, torch.export
+assets        the tokenizer/config files a model carries, and where they are
+
+Light: importing the package or any module here imports neither torch nor onnx.
+"""
+
+# The file name of an ONNX model kondense writes: by each ONNX step and in the published output.
+MODEL_FILE = "model.onnx"

@@ -17,7 +17,6 @@ from kondense.api.spec import (
     API_GROUP,
     API_VERSION,
     DEFAULT_TIMEOUT_SECONDS,
-    FP16_ON_CPU,
     KIND,
     NEEDS_CALIBRATION,
     NEEDS_TRAINING_DATA,
@@ -32,7 +31,9 @@ PLURAL = "compressionjobs"
 SINGULAR = "compressionjob"
 # `cj` is also CronJob's short name, which kubectl prefers; `kcj` is unambiguous.
 SHORT_NAMES = ["cj", "kcj"]
-PHASES = ["Pending", "Running", "Succeeded", "Failed"]
+# status.phase: the one list of phases (the operator's status.py uses these names).
+PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
+PHASES = [PENDING, RUNNING, SUCCEEDED, FAILED]
 
 # JSON-schema keywords a CRD's structural schema does not accept, or that add only noise.
 _DROPPED_KEYS = {"title", "additionalProperties", "$defs", "examples"}
@@ -86,16 +87,12 @@ def _rule(rule: str, message: str, field_path: str | None = None) -> dict[str, s
 
 
 _HAS_STATIC = "self.steps.exists(s, has(s.quantize) && s.quantize.mode == 'static')"
-_HAS_FP16 = "self.steps.exists(s, has(s.quantize) && s.quantize.mode == 'fp16')"
 _TIMEOUT = f"(has(self.timeoutSeconds) ? self.timeoutSeconds : {DEFAULT_TIMEOUT_SECONDS})"
 _NEEDS_TRAINING = "self.steps.exists(s, has(s.distill) || (has(s.prune) && has(s.prune.fineTune)))"
 
 # The same mistakes `cross_field_problems` reports locally, in the same words.
 SPEC_RULES = [
     _rule(f"!{_HAS_STATIC} || (has(self.data) && has(self.data.calibration))", NEEDS_CALIBRATION),
-    _rule(
-        f"!(has(self.nodePool) && self.nodePool == 'cpu' && {_HAS_FP16})", FP16_ON_CPU, ".nodePool"
-    ),
     _rule(
         f"!{_NEEDS_TRAINING} || (has(self.data) && has(self.data.training))", NEEDS_TRAINING_DATA
     ),

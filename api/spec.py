@@ -18,6 +18,9 @@ API_GROUP = "kondense.dev"
 API_VERSION = "v1alpha1"
 KIND = "CompressionJob"
 DEFAULT_TIMEOUT_SECONDS = 3600
+# pvc://claim/path resolves to <root>/claim/path: the operator mounts each claim there and the
+# runner reads KONDENSE_PVC_ROOT, which defaults to this.
+DEFAULT_PVC_ROOT = "/mnt/pvc"
 
 
 class SpecModel(BaseModel):
@@ -445,8 +448,9 @@ class CompressionJobSpec(SpecModel):
     node_pool: str | None = Field(
         default=None,
         max_length=63,
-        description="Node pool to run on (cluster only); picked from the recipe when omitted: "
-        "gpu for fp16, cpu otherwise.",
+        description="Node pool to run on (cluster only), by the name the operator's "
+        "configuration gives it; when omitted the operator picks its pool for the device the "
+        "recipe needs (a GPU for fp16, a CPU otherwise).",
     )
     timeout_seconds: int = Field(
         default=DEFAULT_TIMEOUT_SECONDS,
@@ -470,14 +474,31 @@ class CompressionJobSpec(SpecModel):
     def steps_named(self, name: str) -> list[SpecModel]:
         return [step.config for step in self.steps if step.name == name]
 
+    def uris(self) -> list[tuple[str, str, bool]]:
+        """Every URI in the spec as (field path, uri, written): the model, each data source,
+        each distillation student, and the output (the only one written)."""
+        found = [("spec.model.uri", self.model.uri, False)]
+        for field in ("calibration", "evaluation", "training"):
+            source = getattr(self.data, field)
+            if source is not None:
+                found.append((f"spec.data.{field}.uri", source.uri, False))
+        for index, step in enumerate(self.steps):
+            if step.distill is not None and step.distill.student.uri:
+                found.append(
+                    (f"spec.steps[{index}].distill.student.uri", step.distill.student.uri, False)
+                )
+        found.append(("spec.output.uri", self.output.uri, True))
+        return found
+
 
 # Cross-field mistakes, worded once: `kondense validate` and the CRD's CEL rules
-# (api/crd.py) both say these.
+# (api/crd.py) both say these. Pool names are the operator's configuration, not part of this
+# contract: an fp16 recipe sent to a pool without a GPU is refused by the operator
+# (reason PoolLacksDevice), which knows what each of its pools provides.
 NEEDS_CALIBRATION = (
     "spec.data.calibration: static INT8 quantization needs calibration data; add "
     "data.calibration.uri (100-1000 representative samples) or use mode: dynamic"
 )
-FP16_ON_CPU = "spec.nodePool: fp16 needs a GPU; remove nodePool: cpu or quantize with mode: dynamic"
 NEEDS_TRAINING_DATA = (
     "spec.data.training: fine-tuning and distillation need training data; add data.training.uri"
 )
@@ -505,8 +526,6 @@ def cross_field_problems(spec: CompressionJobSpec) -> list[str]:
     modes = [q.mode for q in spec.steps_named("quantize") if isinstance(q, QuantizeConfig)]
     if QuantizeMode.static in modes and spec.data.calibration is None:
         problems.append(NEEDS_CALIBRATION)
-    if QuantizeMode.fp16 in modes and spec.node_pool == "cpu":
-        problems.append(FP16_ON_CPU)
     training = [p.fine_tune for p in spec.steps_named("prune") if isinstance(p, PruneConfig)]
     training += [d.training for d in spec.steps_named("distill") if isinstance(d, DistillConfig)]
     settings = [t for t in training if t is not None]

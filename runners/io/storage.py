@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 
 from kondense.api.errors import BadInput
 from kondense.api.outcome import Artifact
+from kondense.api.spec import DEFAULT_PVC_ROOT
 
 REPORT_NAME = "report.json"
-DEFAULT_PVC_ROOT = "/mnt/pvc"
 _REMOTE_SCHEMES = {"s3", "https", "http"}
 _CHUNK = 1 << 20
 

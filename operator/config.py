@@ -1,4 +1,5 @@
-"""The operator's configuration: the node pools runner pods are sent to.
+"""The operator's configuration: the node pools runner pods are sent to, the device each
+provides, and which pool runs a recipe that needs a given device class.
 
 A YAML file (the Helm chart renders it into a ConfigMap mounted at /etc/kondense/config.yaml):
 
@@ -9,11 +10,17 @@ A YAML file (the Helm chart renders it into a ConfigMap mounted at /etc/kondense
         resources: {requests: {cpu: "1", memory: 2Gi}, limits: {memory: 8Gi}}
         image: ghcr.io/kondense/kondense-runner-cpu:0.1.0
       gpu:
+        device: gpu            # what the pool's nodes provide: gpu or cpu (the default)
         nodeSelector: {kondense.dev/pool: gpu}
         tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
         resources: {limits: {nvidia.com/gpu: "1"}}
         image: ghcr.io/kondense/kondense-runner-gpu:0.1.0
+    devicePools: {gpu: gpu, cpu: cpu}   # device class -> pool (optional; this is the default)
     backoffLimit: 2          # retries of a transient runner failure (optional)
+
+Each pool named in devicePools must exist and provide that device class. A device class left
+out of an explicit devicePools (a CPU-only cluster: `devicePools: {cpu: cpu}`) has no default
+pool; recipes that need it must name a pool in spec.nodePool that provides it.
 
 Optional per pool, for tests, benchmarks and local clusters: `command` replaces the runner
 command (`kondense run --job-env KONDENSE_JOB --termination-log /dev/termination-log`),
@@ -27,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kondense.api.steps import DeviceClass
 
 # The manifest reaches the runner in this variable; the runner writes its outcome to this file.
 JOB_ENV = "KONDENSE_JOB"
@@ -49,6 +58,9 @@ class ConfigModel(BaseModel):
 class PoolConfig(ConfigModel):
     """Where and how runner pods of one pool run."""
 
+    device: DeviceClass = Field(
+        default=DeviceClass.cpu, description="What the pool's nodes provide: gpu or cpu."
+    )
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     resources: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -63,7 +75,34 @@ class PoolConfig(ConfigModel):
 
 class OperatorConfig(ConfigModel):
     pools: dict[str, PoolConfig] = Field(min_length=1)
+    device_pools: dict[DeviceClass, str] = Field(
+        default_factory=lambda: {DeviceClass.gpu: "gpu", DeviceClass.cpu: "cpu"},
+        alias="devicePools",
+    )
     backoff_limit: int = Field(default=2, ge=0, le=10, alias="backoffLimit")
+
+    @model_validator(mode="after")
+    def _device_pools_exist(self) -> OperatorConfig:
+        for device, name in self.device_pools.items():
+            pool = self.pools.get(name)
+            if pool is None:
+                known = ", ".join(sorted(self.pools))
+                raise ValueError(
+                    f"devicePools.{device.value}: no pool {name!r} is configured; "
+                    f"use one of {known}"
+                )
+            if pool.device is not device:
+                raise ValueError(
+                    f"devicePools.{device.value}: pool {name!r} provides {pool.device.value}, "
+                    f"not {device.value}; set pools.{name}.device: {device.value} or map "
+                    "another pool"
+                )
+        return self
+
+    def pool_for(self, device: DeviceClass) -> str | None:
+        """The pool a recipe needing `device` runs on when spec.nodePool is not set (None: this
+        cluster has none, e.g. a CPU-only cluster that leaves gpu out of devicePools)."""
+        return self.device_pools.get(device)
 
 
 class ConfigError(ValueError):
@@ -77,9 +116,7 @@ def parse_config(document: Any, source: str, base_dir: Path | None = None) -> Op
     try:
         config = OperatorConfig.model_validate(document)
     except ValidationError as error:
-        problems = [
-            f"{source}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        ]
+        problems = [_problem(source, e) for e in error.errors()]
         raise ConfigError("\n".join(problems)) from error
     if base_dir is None:
         return config
@@ -90,6 +127,12 @@ def parse_config(document: Any, source: str, base_dir: Path | None = None) -> Op
         for name, pool in config.pools.items()
     }
     return config.model_copy(update={"pools": pools})
+
+
+def _problem(source: str, error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{source}: {where}: {message}" if where else f"{source}: {message}"
 
 
 def load_config(path: Path) -> OperatorConfig:

@@ -12,12 +12,12 @@ import json
 from typing import Any
 
 from kondense.api.errors import EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT
-from kondense.api.spec import API_GROUP, API_VERSION, DEFAULT_TIMEOUT_SECONDS, KIND
+from kondense.api.spec import API_GROUP, API_VERSION, DEFAULT_PVC_ROOT, KIND, CompressionJobSpec
 from kondense.operator.config import JOB_ENV, TERMINATION_LOG, PoolConfig
 
 CONTAINER = "runner"
 RUNNER_UID = 65532  # the distroless "nonroot" user
-PVC_ROOT = "/mnt/pvc"
+PVC_ROOT = DEFAULT_PVC_ROOT  # where pvc:// claims are mounted; the runner's default too
 WORK_DIR = "/var/lib/kondense/work"
 RUNNER_DEADLINE_GRACE_SECONDS = 60
 
@@ -43,34 +43,30 @@ def runner_job_name(name: str, generation: int) -> str:
     return f"{name[:keep].rstrip('-.')}-{digest}{suffix}"
 
 
-def pvc_claims(spec: dict[str, Any]) -> dict[str, bool]:
+def pvc_claims(spec: CompressionJobSpec) -> dict[str, bool]:
     """Claims named by pvc:// URIs in the spec -> whether the runner writes to them."""
-    read: list[str] = [spec.get("model", {}).get("uri", "")]
-    read += [source.get("uri", "") for source in (spec.get("data") or {}).values() if source]
-    for step in spec.get("steps") or []:
-        student = (step.get("distill") or {}).get("student") or {}
-        read.append(student.get("uri") or "")
-    written = (spec.get("output") or {}).get("uri", "")
     claims: dict[str, bool] = {}
-    for uri, writes in [(u, False) for u in read] + [(written, True)]:
+    for _, uri, writes in spec.uris():
         if uri.startswith("pvc://"):
             claim = uri.removeprefix("pvc://").split("/", 1)[0]
             claims[claim] = claims.get(claim, False) or writes
     return claims
 
 
-def _resources(pool: PoolConfig, spec: dict[str, Any]) -> dict[str, dict[str, str]]:
+def _resources(pool: PoolConfig, spec: CompressionJobSpec) -> dict[str, dict[str, str]]:
     """The pool's resources, with spec.resources cpu/memory as both request and limit."""
     resources = {kind: dict(values) for kind, values in pool.resources.items()}
-    for key, value in (spec.get("resources") or {}).items():
+    wanted = spec.resources.model_dump() if spec.resources is not None else {}
+    for key, value in wanted.items():
         if value:
             resources.setdefault("requests", {})[key] = str(value)
             resources.setdefault("limits", {})[key] = str(value)
     return resources
 
 
-def _runner_manifest(cj: dict[str, Any]) -> str:
-    meta = cj["metadata"]
+def _runner_manifest(meta: dict[str, Any], spec: CompressionJobSpec) -> str:
+    """The manifest the runner reads: the spec as the user wrote it (fields left unset stay
+    unset, so the runner applies its own defaults), after the operator validated it."""
     return json.dumps(
         {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
@@ -78,7 +74,7 @@ def _runner_manifest(cj: dict[str, Any]) -> str:
             "metadata": {
                 key: meta[key] for key in ("name", "namespace", "uid", "generation") if key in meta
             },
-            "spec": cj["spec"],
+            "spec": spec.model_dump(mode="json", by_alias=True, exclude_unset=True),
         },
         separators=(",", ":"),
         sort_keys=True,
@@ -86,14 +82,18 @@ def _runner_manifest(cj: dict[str, Any]) -> str:
 
 
 def build_runner_job(
-    cj: dict[str, Any], pool_name: str, pool: PoolConfig, backoff_limit: int = 2
+    meta: dict[str, Any],
+    spec: CompressionJobSpec,
+    pool_name: str,
+    pool: PoolConfig,
+    backoff_limit: int = 2,
 ) -> dict[str, Any]:
-    """The batch/v1 Job that runs `cj`'s recipe on `pool`, owned by `cj`.
+    """The batch/v1 Job that runs the recipe `spec` of the CompressionJob with metadata `meta`
+    on `pool`, owned by that CompressionJob.
 
     Bad input and rejected results (runner exit codes 2 and 3) fail the Job at once; other
     failures are retried up to `backoff_limit` times. The pod meets the restricted Pod
     Security Standard and gets no service-account token."""
-    meta, spec = cj["metadata"], cj["spec"]
     generation = int(meta.get("generation", 1))
     name = runner_job_name(meta["name"], generation)
     labels = {
@@ -106,7 +106,7 @@ def build_runner_job(
     annotations = {ANNOTATION_NAME: meta["name"]}
     claims = pvc_claims(spec)
     env = [
-        {"name": JOB_ENV, "value": _runner_manifest(cj)},
+        {"name": JOB_ENV, "value": _runner_manifest(meta, spec)},
         {"name": "KONDENSE_PVC_ROOT", "value": PVC_ROOT},
         # The root filesystem is read-only: caches and temporary files go to /tmp.
         {"name": "HOME", "value": "/tmp"},
@@ -189,8 +189,7 @@ def build_runner_job(
             "backoffLimit": backoff_limit,
             # The runner keeps timeoutSeconds itself and says where the time went; the Job's
             # deadline is the backstop for a runner that cannot (stuck in native code).
-            "activeDeadlineSeconds": int(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS)
-            + RUNNER_DEADLINE_GRACE_SECONDS,
+            "activeDeadlineSeconds": spec.timeout_seconds + RUNNER_DEADLINE_GRACE_SECONDS,
             "podFailurePolicy": {
                 "rules": [
                     {

@@ -1,33 +1,86 @@
-"""Which node pool a CompressionJob's runner pod goes to."""
+"""Which node pool a CompressionJob's runner pod goes to.
+
+The contract names no pools: a recipe needs a device class (`recipe_device`: gpu for fp16,
+cpu otherwise), each configured pool declares the device it provides, and the configuration's
+devicePools maps each class to its default pool.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
+from kondense.api.spec import CompressionJobSpec
+from kondense.api.steps import DeviceClass, recipe_device
 from kondense.operator.config import OperatorConfig, PoolConfig
 
-GPU_POOL = "gpu"
-CPU_POOL = "cpu"
+
+class PoolError(ValueError):
+    """The job cannot run on any configured pool; `reason` is the status reason."""
+
+    reason = "PoolError"
 
 
-class UnknownPool(ValueError):
+class UnknownPool(PoolError):
     """spec.nodePool names a pool the operator is not configured with."""
 
-
-def recipe_pool(spec: dict[str, Any]) -> str:
-    """The pool the recipe needs: gpu when any step quantizes to fp16, cpu otherwise."""
-    for step in spec.get("steps") or []:
-        quantize = step.get("quantize") if isinstance(step, dict) else None
-        if isinstance(quantize, dict) and quantize.get("mode") == "fp16":
-            return GPU_POOL
-    return CPU_POOL
+    reason = "UnknownNodePool"
 
 
-def select_node_pool(spec: dict[str, Any], config: OperatorConfig) -> tuple[str, PoolConfig]:
-    """(name, settings) of the pool to run on: spec.nodePool when set, else from the recipe."""
-    name = spec.get("nodePool") or recipe_pool(spec)
-    pool = config.pools.get(name)
-    if pool is None:
-        known = ", ".join(sorted(config.pools))
-        raise UnknownPool(f"spec.nodePool: no node pool {name!r} is configured; use one of {known}")
-    return name, pool
+class PoolLacksDevice(PoolError):
+    """The recipe needs a device the chosen pool does not provide (fp16 on a CPU-only pool),
+    or no pool is mapped for that device class."""
+
+    reason = "PoolLacksDevice"
+
+
+def recipe_pool(spec: CompressionJobSpec, config: OperatorConfig) -> str | None:
+    """The configured pool for the device class the recipe needs (None: none is mapped)."""
+    return config.pool_for(recipe_device(spec.steps))
+
+
+def select_node_pool(spec: CompressionJobSpec, config: OperatorConfig) -> tuple[str, PoolConfig]:
+    """(name, settings) of the pool to run on: spec.nodePool when set, else the pool the
+    configuration maps the recipe's device class to. PoolError (UnknownPool or
+    PoolLacksDevice) when neither can run it."""
+    device = recipe_device(spec.steps)
+    known = ", ".join(sorted(config.pools))
+    if spec.node_pool:
+        name = spec.node_pool
+        pool = config.pools.get(name)
+        if pool is None:
+            raise UnknownPool(
+                f"spec.nodePool: no node pool {name!r} is configured; use one of {known}"
+            )
+        if device is DeviceClass.gpu and pool.device is not DeviceClass.gpu:
+            raise PoolLacksDevice(
+                f"spec.nodePool: {_needs(spec)} needs a GPU; pool {name!r} has none; "
+                f"{_gpu_advice(config)}"
+            )
+        return name, pool
+    name_or_none = config.pool_for(device)
+    if name_or_none is None:
+        raise PoolLacksDevice(
+            f"spec.steps: {_needs(spec)} needs a {device.value.upper()}, and the operator "
+            f"configuration maps no pool to {device.value} (devicePools); "
+            f"{_gpu_advice(config)}"
+        )
+    return name_or_none, config.pools[name_or_none]
+
+
+def _needs(spec: CompressionJobSpec) -> str:
+    """What in the recipe needs a GPU, for messages."""
+    return (
+        "fp16"
+        if any(
+            step.quantize is not None and step.quantize.mode.value == "fp16" for step in spec.steps
+        )
+        else "this recipe"
+    )
+
+
+def _gpu_advice(config: OperatorConfig) -> str:
+    gpu_pools = sorted(n for n, p in config.pools.items() if p.device is DeviceClass.gpu)
+    if gpu_pools:
+        return (
+            f"remove spec.nodePool or set it to a GPU pool ({', '.join(gpu_pools)}), "
+            "or quantize with mode: dynamic"
+        )
+    return "this operator has no GPU pool; quantize with mode: dynamic"

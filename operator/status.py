@@ -14,27 +14,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kondense.api.crd import FAILED, PENDING, RUNNING, SUCCEEDED
 from kondense.api.outcome import Outcome
+from kondense.api.spec import CompressionJobSpec
+from kondense.api.steps import recipe_label
 from kondense.operator.jobs import CONTAINER
 
-PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 TERMINAL = (SUCCEEDED, FAILED)
-
-
-def recipe_summary(spec: dict[str, Any]) -> str:
-    """The steps in one short string for `kubectl get`: export>optimize>int8-dynamic."""
-    names = []
-    for step in spec.get("steps") or []:
-        (key, config), *_ = step.items() if step else [("?", {})]
-        config = config or {}
-        if key == "quantize":
-            mode = config.get("mode", "?")
-            names.append("fp16" if mode == "fp16" else f"int8-{mode}")
-        elif key == "prune":
-            names.append(f"prune-{config.get('method', 'magnitude')}")
-        else:
-            names.append(key)
-    return ">".join(names)
 
 
 @dataclass(frozen=True)
@@ -221,15 +207,16 @@ def build_conditions(
 
 def compute_status(
     cj: dict[str, Any],
+    spec: CompressionJobSpec,
     pool: str,
     job: dict[str, Any] | None,
     pods: list[dict[str, Any]],
     now: str,
 ) -> dict[str, Any]:
     """The whole status for the current generation, from its Job (None: not created yet) and
-    that Job's pods."""
+    that Job's pods. `spec` is cj's spec, parsed."""
     phase, outcome = observe_phase(job, pods)
-    status = _status_for(cj, phase, now)
+    status = _status_for(cj, spec, phase, now)
     previous = cj.get("status") or {}
     same_generation = previous.get("observedGeneration") == status["observedGeneration"]
     latest = _by_age(pods)[-1] if pods else None
@@ -263,10 +250,16 @@ def compute_status(
 
 
 def operator_failure(
-    cj: dict[str, Any], pool: str, reason: str, message: str, now: str
+    cj: dict[str, Any],
+    spec: CompressionJobSpec | None,
+    pool: str,
+    reason: str,
+    message: str,
+    now: str,
 ) -> dict[str, Any]:
-    """Status for a job the operator refuses to run (e.g. an unknown node pool)."""
-    status = _status_for(cj, Phase(FAILED, reason, message), now)
+    """Status for a job the operator refuses to run (an unknown node pool, a pool without the
+    device the recipe needs; `spec` None: the spec itself is invalid)."""
+    status = _status_for(cj, spec, Phase(FAILED, reason, message), now)
     previous = cj.get("status") or {}
     same = previous.get("observedGeneration") == status["observedGeneration"]
     status["runner"] = {"pool": pool, "attempts": 0}
@@ -274,15 +267,19 @@ def operator_failure(
     return status
 
 
-def _status_for(cj: dict[str, Any], phase: Phase, now: str) -> dict[str, Any]:
-    """What every status says: generation, phase, recipe, reason, message, conditions."""
+def _status_for(
+    cj: dict[str, Any], spec: CompressionJobSpec | None, phase: Phase, now: str
+) -> dict[str, Any]:
+    """What every status says: generation, phase, recipe (when the spec parses), reason,
+    message, conditions."""
     generation = int(cj["metadata"].get("generation", 1))
     previous = cj.get("status") or {}
     same = previous.get("observedGeneration") == generation
+    recipe = {"recipe": recipe_label(spec.steps)} if spec is not None else {}
     return {
         "observedGeneration": generation,
         "phase": phase.phase,
-        "recipe": recipe_summary(cj.get("spec") or {}),
+        **recipe,
         "reason": phase.reason,
         "message": phase.message,
         "conditions": build_conditions(

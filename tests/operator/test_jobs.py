@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kondense.api.spec import CompressionJobSpec
 from kondense.operator.config import DEFAULT_RUNNER_COMMAND, PoolConfig
 from kondense.operator.jobs import build_runner_job, pvc_claims, runner_job_name
 
@@ -36,17 +37,23 @@ def cj(name: str = "bert-int8", generation: int = 3, **spec: Any) -> dict[str, A
     }
 
 
+def build(cj: dict[str, Any], pool_name: str, pool: PoolConfig, **kw: Any) -> dict[str, Any]:
+    """build_runner_job as the reconciler calls it: metadata and the parsed spec."""
+    spec = CompressionJobSpec.model_validate(cj["spec"])
+    return build_runner_job(cj["metadata"], spec, pool_name, pool, **kw)
+
+
 def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = job["spec"]["template"]["spec"]
     return spec
 
 
 def test_job_name_is_deterministic_per_generation() -> None:
-    first = build_runner_job(cj(generation=3), "cpu", CPU)
-    again = build_runner_job(cj(generation=3), "cpu", CPU)
+    first = build(cj(generation=3), "cpu", CPU)
+    again = build(cj(generation=3), "cpu", CPU)
     assert first == again
     assert first["metadata"]["name"] == "bert-int8-g3"
-    assert build_runner_job(cj(generation=4), "cpu", CPU)["metadata"]["name"] == "bert-int8-g4"
+    assert build(cj(generation=4), "cpu", CPU)["metadata"]["name"] == "bert-int8-g4"
 
 
 def test_long_names_are_shortened_to_a_valid_label_value_and_stay_distinct() -> None:
@@ -56,7 +63,7 @@ def test_long_names_are_shortened_to_a_valid_label_value_and_stay_distinct() -> 
 
 
 def test_spec_travels_as_json_in_the_job_env_and_the_runner_reads_it() -> None:
-    job = build_runner_job(cj(), "cpu", CPU)
+    job = build(cj(), "cpu", CPU)
     container = pod_spec(job)["containers"][0]
     assert container["command"] == DEFAULT_RUNNER_COMMAND
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -67,7 +74,7 @@ def test_spec_travels_as_json_in_the_job_env_and_the_runner_reads_it() -> None:
 
 
 def test_owner_reference_points_at_the_compression_job() -> None:
-    (owner,) = build_runner_job(cj(), "cpu", CPU)["metadata"]["ownerReferences"]
+    (owner,) = build(cj(), "cpu", CPU)["metadata"]["ownerReferences"]
     assert owner == {
         "apiVersion": "kondense.dev/v1alpha1",
         "kind": "CompressionJob",
@@ -78,7 +85,7 @@ def test_owner_reference_points_at_the_compression_job() -> None:
 
 
 def test_deadline_from_timeout_bounded_retries_and_no_retry_for_bad_input() -> None:
-    job = build_runner_job(cj(timeoutSeconds=900), "cpu", CPU, backoff_limit=2)
+    job = build(cj(timeoutSeconds=900), "cpu", CPU, backoff_limit=2)
     # The runner stops itself at 900 s and reports it; the Job's deadline is the backstop.
     assert job["spec"]["activeDeadlineSeconds"] == 900 + 60
     assert job["spec"]["backoffLimit"] == 2
@@ -89,7 +96,7 @@ def test_deadline_from_timeout_bounded_retries_and_no_retry_for_bad_input() -> N
 
 
 def test_runner_pod_meets_the_restricted_pod_security_standard() -> None:
-    spec = pod_spec(build_runner_job(cj(), "cpu", CPU))
+    spec = pod_spec(build(cj(), "cpu", CPU))
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["runAsUser"] != 0
@@ -103,7 +110,7 @@ def test_runner_pod_meets_the_restricted_pod_security_standard() -> None:
 
 
 def test_pool_settings_place_the_pod_and_spec_resources_override() -> None:
-    job = build_runner_job(cj(resources={"cpu": "3", "memory": "6Gi"}), "gpu", GPU)
+    job = build(cj(resources={"cpu": "3", "memory": "6Gi"}), "gpu", GPU)
     spec = pod_spec(job)
     assert spec["nodeSelector"] == {"kondense.dev/pool": "gpu"}
     assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
@@ -118,8 +125,11 @@ def test_pvc_uris_become_volumes_under_the_pvc_root_output_writable() -> None:
         "data": {"evaluation": {"uri": "pvc://models/eval.npz"}},
         "output": {"uri": "pvc://results/bert"},
     }
-    assert pvc_claims(spec) == {"models": False, "results": True}
-    job = build_runner_job(cj(**spec), "cpu", CPU)
+    assert pvc_claims(CompressionJobSpec.model_validate(cj(**spec)["spec"])) == {
+        "models": False,
+        "results": True,
+    }
+    job = build(cj(**spec), "cpu", CPU)
     volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
     assert volumes["pvc-models"]["persistentVolumeClaim"] == {
         "claimName": "models",
@@ -137,5 +147,35 @@ def test_pvc_uris_become_volumes_under_the_pvc_root_output_writable() -> None:
 
 def test_pool_command_override_replaces_the_runner_command() -> None:
     pool = CPU.model_copy(update={"command": ["python", "-c", "pass"]})
-    job = build_runner_job(cj(), "cpu", pool)
+    job = build(cj(), "cpu", pool)
     assert pod_spec(job)["containers"][0]["command"] == ["python", "-c", "pass"]
+
+
+def test_every_uri_of_the_spec_is_listed_and_only_the_output_is_written() -> None:
+    spec = CompressionJobSpec.model_validate(
+        cj(
+            model={"uri": "pvc://models/teacher"},
+            data={
+                "calibration": {"uri": "pvc://data/cal.npz"},
+                "evaluation": {"uri": "s3://data/eval.npz"},
+                "training": {"uri": "pvc://train/t.jsonl"},
+            },
+            steps=[{"distill": {"student": {"uri": "pvc://students/s"}}}],
+            output={"uri": "pvc://results/out"},
+        )["spec"]
+    )
+    assert spec.uris() == [
+        ("spec.model.uri", "pvc://models/teacher", False),
+        ("spec.data.calibration.uri", "pvc://data/cal.npz", False),
+        ("spec.data.evaluation.uri", "s3://data/eval.npz", False),
+        ("spec.data.training.uri", "pvc://train/t.jsonl", False),
+        ("spec.steps[0].distill.student.uri", "pvc://students/s", False),
+        ("spec.output.uri", "pvc://results/out", True),
+    ]
+    assert pvc_claims(spec) == {
+        "models": False,
+        "data": False,
+        "train": False,
+        "students": False,
+        "results": True,
+    }

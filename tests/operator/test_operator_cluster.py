@@ -221,6 +221,24 @@ def test_unschedulable_runner_pod_stalls_the_job_with_the_schedulers_message(
     assert row.split()[1:3] == ["Pending", "Unschedulable"] and "node affinity/selector" in row
 
 
+def test_fp16_on_a_pool_without_a_gpu_fails_without_a_runner_job(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    """The apiserver admits any pool name; the operator knows `slow` provides no GPU."""
+    spec = recipe(
+        tiny_model, operator.workdir / "out-nogpu", {"quantize": {"mode": "fp16"}}, nodePool="slow"
+    )
+    apply(cluster, kop_namespace, compression_job("nogpu", **spec))
+    body = wait_cj(cluster, kop_namespace, "nogpu", phase_is("Failed"), 60)
+    status = body["status"]
+    assert status["reason"] == "PoolLacksDevice", status
+    assert status["message"].startswith("spec.nodePool: fp16 needs a GPU; pool 'slow' has none;")
+    assert status["recipe"] == "fp16" and status["runner"]["attempts"] == 0
+    assert conditions(body)["Stalled"]["status"] == "True"
+    assert runner_jobs(cluster, kop_namespace) == []
+    assert "PoolLacksDevice" in event_reasons(cluster, kop_namespace, "nogpu")
+
+
 def test_operator_killed_mid_run_resumes_without_duplicate_jobs(
     cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
 ) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from kondense.api.crd import PHASES
 from kondense.api.outcome import Artifact, Figures, Outcome, Results, termination_message
+from kondense.api.spec import CompressionJobSpec
+from kondense.operator import status as status_module
 from kondense.operator.status import (
     compute_status,
     operator_failure,
-    recipe_summary,
     status_patch,
     transition,
 )
@@ -22,6 +24,22 @@ def cj(generation: int = 1, status: dict[str, Any] | None = None) -> dict[str, A
         "spec": {"steps": [{"export": {}}, {"optimize": {}}, {"quantize": {"mode": "dynamic"}}]},
         "status": status or {},
     }
+
+
+SPEC = CompressionJobSpec.model_validate(
+    {
+        "model": {"uri": "s3://m/model.onnx"},
+        "steps": [{"export": {}}, {"optimize": {}}, {"quantize": {"mode": "dynamic"}}],
+        "output": {"uri": "s3://o/"},
+    }
+)
+
+
+def status_of(
+    cj: dict[str, Any], pool: str, job: dict[str, Any] | None, pods: list[Any], now: str
+) -> dict[str, Any]:
+    """compute_status for cj() (whose spec is SPEC, parsed as the reconciler does)."""
+    return compute_status(cj, SPEC, pool, job, pods, now)
 
 
 def job(condition: str | None = None, reason: str = "", message: str = "") -> dict[str, Any]:
@@ -73,16 +91,15 @@ def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def test_no_job_yet_is_pending_and_reconciling() -> None:
-    status = compute_status(cj(), "cpu", None, [], NOW)
+    status = status_of(cj(), "cpu", None, [], NOW)
     assert status["phase"] == "Pending"
     assert conditions(status)["Reconciling"] == ("True", "CreatingJob")
     assert conditions(status)["Ready"][0] == "False"
     assert status["recipe"] == "export>optimize>int8-dynamic"
-    assert recipe_summary({"steps": [{"quantize": {"mode": "fp16"}}]}) == "fp16"
 
 
 def test_running_pod_gives_running_with_node_and_pool() -> None:
-    status = compute_status(cj(), "cpu", job(), [pod("p1", "Running")], NOW)
+    status = status_of(cj(), "cpu", job(), [pod("p1", "Running")], NOW)
     assert status["phase"] == "Running"
     assert status["runner"] == {
         "pool": "cpu",
@@ -103,7 +120,7 @@ def test_completed_job_copies_results_and_artifacts_from_the_termination_message
         artifacts=[Artifact(name="model.onnx", uri="s3://o/model.onnx", sha256="ab", bytes=400)],
     )
     pods = [pod("p1", "Succeeded", termination_message(outcome))]
-    status = compute_status(cj(), "cpu", job("Complete"), pods, NOW)
+    status = status_of(cj(), "cpu", job("Complete"), pods, NOW)
     assert status["phase"] == "Succeeded"
     assert conditions(status)["Ready"] == ("True", "Succeeded")
     assert conditions(status)["Succeeded"][0] == "True"
@@ -116,7 +133,7 @@ def test_completed_job_copies_results_and_artifacts_from_the_termination_message
 def test_bad_input_failure_carries_the_runners_reason_and_message() -> None:
     outcome = Outcome(succeeded=False, reason="BadInput", message="spec.model.uri: no such file")
     pods = [pod("p1", "Failed", termination_message(outcome))]
-    status = compute_status(cj(), "cpu", job("Failed", "PodFailurePolicy", "exit 2"), pods, NOW)
+    status = status_of(cj(), "cpu", job("Failed", "PodFailurePolicy", "exit 2"), pods, NOW)
     assert status["phase"] == "Failed"
     assert status["reason"] == "BadInput"
     assert status["message"] == "spec.model.uri: no such file"
@@ -127,21 +144,21 @@ def test_bad_input_failure_carries_the_runners_reason_and_message() -> None:
 
 def test_deadline_is_reported_as_such_even_with_a_runner_message() -> None:
     pods = [pod("p1", "Failed", "kondense: exporting (1/3)")]
-    status = compute_status(cj(), "cpu", job("Failed", "DeadlineExceeded", "too long"), pods, NOW)
+    status = status_of(cj(), "cpu", job("Failed", "DeadlineExceeded", "too long"), pods, NOW)
     assert status["reason"] == "DeadlineExceeded"
     assert "kondense: exporting" in status["message"]
 
 
 def test_retried_job_reports_the_latest_pod_and_the_attempt_count() -> None:
     pods = [pod("p1", "Failed", created="1"), pod("p2", "Running", created="2")]
-    status = compute_status(cj(), "cpu", job(), pods, NOW)
+    status = status_of(cj(), "cpu", job(), pods, NOW)
     assert status["runner"]["pod"] == "p2" and status["runner"]["attempts"] == 2
     assert "attempt 2" in status["message"]
 
 
 def test_condition_transition_time_moves_only_when_its_status_changes() -> None:
-    first = compute_status(cj(), "cpu", job(), [pod("p1", "Running")], "2026-01-01T00:01:00Z")
-    second = compute_status(cj(status=first), "cpu", job(), [pod("p1", "Running")], NOW)
+    first = status_of(cj(), "cpu", job(), [pod("p1", "Running")], "2026-01-01T00:01:00Z")
+    second = status_of(cj(status=first), "cpu", job(), [pod("p1", "Running")], NOW)
     times = {c["type"]: c["lastTransitionTime"] for c in second["conditions"]}
     assert times["Reconciling"] == "2026-01-01T00:01:00Z"
     assert status_patch(first, second) is None
@@ -150,7 +167,7 @@ def test_condition_transition_time_moves_only_when_its_status_changes() -> None:
 
 def test_new_generation_drops_old_results_and_posts_an_event() -> None:
     done = {"observedGeneration": 1, "phase": "Succeeded", "reason": "Succeeded", "results": {}}
-    status = compute_status(cj(generation=2, status=done), "cpu", None, [], NOW)
+    status = status_of(cj(generation=2, status=done), "cpu", None, [], NOW)
     patch = status_patch(done, status)
     assert patch is not None and patch["results"] is None and patch["observedGeneration"] == 2
     moved = transition(done, status)
@@ -158,9 +175,23 @@ def test_new_generation_drops_old_results_and_posts_an_event() -> None:
 
 
 def test_failure_event_is_a_warning() -> None:
-    failed = operator_failure(cj(), "tpu", "UnknownNodePool", "spec.nodePool: no pool", NOW)
+    failed = operator_failure(cj(), SPEC, "tpu", "UnknownNodePool", "spec.nodePool: no pool", NOW)
     moved = transition({}, failed)
     assert moved is not None and moved.type == "Warning" and moved.reason == "UnknownNodePool"
+    assert failed["recipe"] == "export>optimize>int8-dynamic"
+
+
+def test_invalid_spec_fails_without_a_recipe() -> None:
+    failed = operator_failure(cj(), None, "", "InvalidSpec", "spec.model: required", NOW)
+    assert failed["phase"] == "Failed" and failed["reason"] == "InvalidSpec"
+    assert "recipe" not in failed
+    assert {c["type"]: c["status"] for c in failed["conditions"]}["Stalled"] == "True"
+
+
+def test_phases_are_the_crds() -> None:
+    # One list: the status the operator writes uses the CRD's enum.
+    names = (status_module.PENDING, status_module.RUNNING)
+    assert [*names, *status_module.TERMINAL] == PHASES
 
 
 def test_unschedulable_pod_stalls_the_job_with_the_schedulers_words() -> None:
@@ -177,7 +208,7 @@ def test_unschedulable_pod_stalls_the_job_with_the_schedulers_words() -> None:
             }
         ],
     }
-    status = compute_status(cj(), "gpu", job(), [waiting], NOW)
+    status = status_of(cj(), "gpu", job(), [waiting], NOW)
     assert status["phase"] == "Pending" and status["reason"] == "Unschedulable"
     assert "didn't match node selector" in status["message"]
     assert "spec.nodePool" in status["message"]
@@ -199,12 +230,12 @@ def test_image_pull_error_stalls_the_job_and_a_plain_wait_does_not() -> None:
             }
         ],
     }
-    status = compute_status(cj(), "cpu", job(), [stuck], NOW)
+    status = status_of(cj(), "cpu", job(), [stuck], NOW)
     assert status["reason"] == "ImagePullBackOff" and "not found" in status["message"]
     assert conditions(status)["Stalled"][0] == "True"
 
     stuck["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ContainerCreating"}}
-    status = compute_status(cj(), "cpu", job(), [stuck], NOW)
+    status = status_of(cj(), "cpu", job(), [stuck], NOW)
     assert status["reason"] == "PodPending"
     assert conditions(status)["Stalled"][0] == "False"
     assert conditions(status)["Reconciling"][0] == "True"

@@ -1,0 +1,44 @@
+"""The reconciler parses each CompressionJob's spec once; a spec that does not parse fails the
+job with reason InvalidSpec and the problems in `kondense validate`'s words."""
+
+from __future__ import annotations
+
+from kondense.api.spec import CompressionJobSpec
+from kondense.operator.reconcile import INVALID_SPEC, parse_spec
+
+
+def cj(spec: dict[str, object]) -> dict[str, object]:
+    return {"metadata": {"name": "m", "namespace": "ns", "uid": "u"}, "spec": spec}
+
+
+def test_a_valid_spec_becomes_the_typed_model() -> None:
+    parsed = parse_spec(
+        cj(
+            {
+                "model": {"uri": "s3://m/x.onnx"},
+                "steps": [{"quantize": {"mode": "fp16"}}],
+                "output": {"uri": "s3://o/"},
+                "nodePool": "a100",
+            }
+        )
+    )
+    assert isinstance(parsed, CompressionJobSpec)
+    assert parsed.node_pool == "a100"
+
+
+def test_an_invalid_spec_gives_every_problem_by_field_path() -> None:
+    problems = parse_spec(
+        cj(
+            {
+                "model": {"uri": "s3://m/x.onnx"},
+                "steps": [{"quantize": {"mode": "static"}, "prune": {"amount": 0.5}}],
+                "outputt": {"uri": "s3://o/"},
+            }
+        )
+    )
+    assert isinstance(problems, str)
+    lines = problems.splitlines()
+    assert "spec.output: required field is missing" in lines
+    assert any(line.startswith("spec.outputt: unknown field") for line in lines)
+    assert any(line.startswith("spec.steps[0]: ") for line in lines)
+    assert INVALID_SPEC == "InvalidSpec"

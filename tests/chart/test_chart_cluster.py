@@ -374,7 +374,6 @@ def sa_can(rel: Release, verb: str, resource: str, namespace: str | None) -> boo
 
 NEEDED = [
     ("watch", "compressionjobs.kondense.dev"),
-    ("patch", "compressionjobs.kondense.dev"),
     ("patch", "compressionjobs.kondense.dev/status"),
     ("create", "jobs.batch"),
     ("delete", "jobs.batch"),
@@ -390,6 +389,7 @@ FORBIDDEN = [
     ("escalate", "roles.rbac.authorization.k8s.io"),
     ("create", "pods"),
     ("delete", "compressionjobs.kondense.dev"),
+    ("patch", "compressionjobs.kondense.dev"),  # the operator never writes spec or metadata
     ("update", "customresourcedefinitions.apiextensions.k8s.io"),
 ]
 

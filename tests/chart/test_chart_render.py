@@ -91,6 +91,66 @@ def test_rbac_grants_no_secrets_and_no_rbac_changes(helm_bin: Path, files: list[
     assert not [r for r in rules if "*" in r["verbs"] or "*" in r["resources"]]
 
 
+OPERATOR_RBAC = CHART.parents[1] / "operator" / "rbac.yaml"
+CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions")}
+
+
+def _rules(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) triples: the same grants however the rules are grouped."""
+    return {
+        (group, resource, verb)
+        for r in rules
+        for group in r["apiGroups"]
+        for resource in r["resources"]
+        for verb in r["verbs"]
+    }
+
+
+def test_chart_rbac_is_exactly_the_operators_rbac_yaml(helm_bin: Path) -> None:
+    """operator/rbac.yaml is what the cluster tests run the operator under; the chart must grant
+    the same, no more: its ClusterRole all of it, each namespaced Role all but the CRD rule (a
+    Role cannot grant a cluster-scoped resource, and exact namespaces need no CRD scan)."""
+    expected = _rules(yaml.safe_load(OPERATOR_RBAC.read_text())["rules"])
+    (cluster_role,) = by_kind(render(helm_bin), "ClusterRole")
+    assert _rules(cluster_role["rules"]) == expected
+    roles = by_kind(render(helm_bin, *values_args("namespaced")), "Role")
+    assert roles and not by_kind(render(helm_bin, *values_args("namespaced")), "ClusterRole")
+    namespaced = {t for t in expected if (t[0], t[1]) not in CLUSTER_SCOPED}
+    for role in roles:
+        assert _rules(role["rules"]) == namespaced, role["metadata"]
+
+
+def test_device_pools_must_name_a_pool_that_provides_the_device(
+    helm_bin: Path, tmp_path: Path
+) -> None:
+    renamed = {
+        "pools": {
+            "gpu": None,
+            "cpu": None,
+            "a100": {"device": "gpu", "nodeSelector": {"pool": "a100"}, "image": "r:gpu"},
+            "cpu-small": {"nodeSelector": {"pool": "cpu-small"}, "image": "r:cpu"},
+        },
+        "devicePools": {"gpu": "a100", "cpu": "cpu-small"},
+    }
+    objects = render(helm_bin, *values_args(extra=renamed, tmp=tmp_path))
+    (config_map,) = by_kind(objects, "ConfigMap")
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert set(config["pools"]) == {"a100", "cpu-small"}
+    assert config["devicePools"] == {"gpu": "a100", "cpu": "cpu-small"}
+    assert config["pools"]["cpu-small"]["device"] == "cpu"
+    wrong = {**renamed, "devicePools": {"gpu": "cpu-small", "cpu": "cpu-small"}}
+    done = helm(
+        helm_bin,
+        "template",
+        "kd",
+        str(CHART),
+        *values_args(extra=wrong, tmp=tmp_path),
+        check=False,
+    )
+    assert done.returncode != 0
+    assert 'devicePools.gpu: pool "cpu-small" provides cpu, not gpu' in done.stderr
+
+
 def test_servicemonitor_is_off_by_default_and_scrapes_the_metrics_service(helm_bin: Path) -> None:
     assert not by_kind(render(helm_bin), "ServiceMonitor")
     objects = render(helm_bin, *values_args("servicemonitor"))

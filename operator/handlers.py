@@ -1,5 +1,8 @@
 """Thin kopf handlers: every event about a CompressionJob, its runner Job or its pods
-reconciles that CompressionJob from scratch (see reconcile.py)."""
+reconciles that CompressionJob from scratch (see reconcile.py).
+
+The Reconciler lives in kopf's memo: main() passes `kopf.Memo(reconciler=...)` to kopf.run,
+and kopf hands every handler a (shallow) copy of it."""
 
 from __future__ import annotations
 
@@ -12,40 +15,40 @@ from kondense.api.spec import API_GROUP, API_VERSION
 from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from kondense.operator.reconcile import Reconciler, owner_name
 
-# Set by main() before kopf starts.
-RECONCILER: Reconciler | None = None
+MEMO_KEY = "reconciler"
 _CHILDREN = {LABEL_MANAGED_BY: MANAGED_BY}
 
 
-def _reconciler() -> Reconciler:
-    if RECONCILER is None:
+def _reconciler(memo: kopf.Memo) -> Reconciler:
+    reconciler = memo.get(MEMO_KEY)
+    if not isinstance(reconciler, Reconciler):
         raise kopf.PermanentError("the operator was started without a configuration")
-    return RECONCILER
+    return reconciler
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-def compression_job_event(body: kopf.Body, type: str, **_: Any) -> None:
+def compression_job_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> None:
     """Created, changed, deleted, or listed at (re)start: reconcile it as it is now."""
     meta = body["metadata"]
     if type == "DELETED":
-        _reconciler().forget(meta["namespace"], meta["name"])
+        _reconciler(memo).forget(meta["namespace"], meta["name"])
         return
-    _reconciler().reconcile_named(meta["namespace"], meta["name"])
+    _reconciler(memo).reconcile_named(meta["namespace"], meta["name"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_CHILDREN)
-def runner_job_event(body: kopf.Body, **_: Any) -> None:
+def runner_job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A runner Job changed (created, active, complete, failed): reconcile its owner."""
-    _reconcile_owner(body)
+    _reconcile_owner(body, memo)
 
 
 @kopf.on.event("", "v1", "pods", labels=_CHILDREN)
-def runner_pod_event(body: kopf.Body, **_: Any) -> None:
+def runner_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A runner pod was scheduled, started or terminated: reconcile its owner."""
-    _reconcile_owner(body)
+    _reconcile_owner(body, memo)
 
 
-def _reconcile_owner(body: kopf.Body) -> None:
+def _reconcile_owner(body: kopf.Body, memo: kopf.Memo) -> None:
     name = owner_name(body)
     if name is not None:
-        _reconciler().reconcile_named(body["metadata"]["namespace"], name)
+        _reconciler(memo).reconcile_named(body["metadata"]["namespace"], name)

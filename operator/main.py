@@ -114,7 +114,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"kondense-operator: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     reconciler = Reconciler(api_client(), config)
-    handlers.RECONCILER = reconciler
     stop = threading.Event()
     threading.Thread(
         target=reconciler.resync_forever, args=(RESYNC_INTERVAL_S, stop), daemon=True
@@ -134,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         settings=settings,
+        # Every handler finds the reconciler in its memo (handlers.py).
+        memo=kopf.Memo({handlers.MEMO_KEY: reconciler}),
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
     )
 

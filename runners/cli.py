@@ -20,7 +20,6 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 
 from kondense.api.errors import (
     EXIT_BAD_INPUT,
@@ -31,8 +30,10 @@ from kondense.api.errors import (
     KondenseError,
 )
 from kondense.api.manifest import load_manifest_text, parse_job, read_job
-from kondense.api.outcome import Outcome, Report, Results, termination_message
+from kondense.api.outcome import Outcome, Report, termination_message
 from kondense.api.spec import CompressionJob
+from kondense.runners.console import err, out, summary, trade_off_table
+from kondense.runners.console import progress as console_progress
 
 app = typer.Typer(
     name="kondense",
@@ -42,8 +43,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -92,12 +91,12 @@ def run(
     report: Report | None = None
     try:
         job, base_dir = _job_from(file, job_env)
-        with _progress() as progress, deadline(job.spec.timeout_seconds, progress.doing):
+        with console_progress() as progress, deadline(job.spec.timeout_seconds, progress.doing):
             report = run_job(job, output, progress, base_dir=base_dir)
         outcome = Outcome(
             succeeded=True,
             reason="Succeeded",
-            message=_summary(report.results),
+            message=summary(report.results),
             results=report.results,
             artifacts=report.artifacts,
         )
@@ -124,6 +123,27 @@ def run(
         _write_termination_log(termination_log, outcome)
     if code != EXIT_OK:
         raise typer.Exit(code)
+
+
+@app.command()
+def plan(
+    file: Annotated[Path, typer.Argument(help="CompressionJob manifest (YAML or JSON).")],
+) -> None:
+    """Print what `kondense run` would do: the steps as they will run, each automatic choice
+    (an inserted export, optimize's level and fusion before quantization) with its reason."""
+    from kondense.runners.plan import describe, make_plan, planned_format, resolve_uris
+
+    try:
+        job = read_job(file)
+        spec = resolve_uris(job.spec, file.resolve().parent)
+        model_format, how = planned_format(spec)
+    except BadInput as error:
+        for line in str(error).splitlines():
+            err.print(f"{file}: {line}", markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    out.print(f"{file}: {job.name!r}, model {spec.model.uri} ({model_format.value}, {how})")
+    for line in describe(make_plan(spec, model_format)):
+        out.print(line, markup=False, highlight=False)
 
 
 @app.command()
@@ -194,136 +214,6 @@ def _write_termination_log(path: str, outcome: Outcome) -> None:
         Path(path).write_text(termination_message(outcome))
     except OSError as error:
         err.print(f"cannot write the termination log {path}: {error}")
-
-
-def _summary(results: Results | None) -> str:
-    if results is None:
-        return "done"
-    speed = _faster(results.baseline.latency_ms_p50, results.compressed.latency_ms_p50)
-    return (
-        f"{_smaller(results.baseline.bytes, results.compressed.bytes)}, {speed}, "
-        f"{results.metric_name} drop {results.metric_drop:.6f}"
-    )
-
-
-class _Progress:
-    """Progress for long steps: a rich spinner on a terminal, plain log lines otherwise."""
-
-    def __init__(self) -> None:
-        self._live: Any = None
-        self._task: Any = None
-        self._last = ""
-
-    def __enter__(self) -> _Progress:
-        if err.is_terminal:
-            from rich.progress import BarColumn, Progress, SpinnerColumn, TimeElapsedColumn
-
-            self._live = Progress(
-                SpinnerColumn(),
-                "{task.description}",
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=err,
-                transient=True,
-            )
-            self._live.start()
-            self._task = self._live.add_task("starting", total=None)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.stop()
-
-    def __call__(self, description: str, completed: float, total: float | None) -> None:
-        if self._live is not None:
-            self._live.update(self._task, description=description, completed=completed, total=total)
-        elif description != self._last:
-            done = f" ({completed:g}/{total:g})" if total else ""
-            print(f"kondense: {description}{done}", file=sys.stderr, flush=True)
-        self._last = description
-
-    def doing(self) -> str:
-        """What the job is doing now, for messages: 'quantize', 'measure baseline'."""
-        return self._last or "starting"
-
-
-def _progress() -> _Progress:
-    return _Progress()
-
-
-def _smaller(before: float, after: float) -> str:
-    if before <= 0 or after <= 0:
-        return ""
-    if before == after:
-        return "same"
-    return f"{before / after:.2f}x smaller" if after <= before else f"{after / before:.2f}x larger"
-
-
-def _faster(before_ms: float, after_ms: float) -> str:
-    if before_ms <= 0 or after_ms <= 0:
-        return ""
-    factor = before_ms / after_ms
-    return f"{factor:.2f}x faster" if factor >= 1 else f"{1 / factor:.2f}x slower"
-
-
-def trade_off_table(results: Results) -> Any:
-    """baseline | compressed | change, for size, params, latency, throughput and the metric."""
-    from rich.table import Table
-
-    base, comp = results.baseline, results.compressed
-    title = f"{results.device}, {results.threads} threads, batch {results.batch_size}" + (
-        f", sequence {results.sequence_length}" if results.sequence_length else ""
-    )
-    table = Table(title=f"kondense trade-off ({title})", title_justify="left")
-    table.add_column("")
-    table.add_column("baseline", justify="right")
-    table.add_column("compressed", justify="right")
-    table.add_column("change", justify="right")
-    table.add_row("size", _mb(base.bytes), _mb(comp.bytes), _smaller(base.bytes, comp.bytes))
-    if base.parameters is not None and comp.parameters is not None:
-        table.add_row(
-            "parameters",
-            f"{base.parameters:,}",
-            f"{comp.parameters:,}",
-            _smaller(base.parameters, comp.parameters),
-        )
-    for label, before, after in (
-        ("latency p50", base.latency_ms_p50, comp.latency_ms_p50),
-        ("latency p95", base.latency_ms_p95, comp.latency_ms_p95),
-    ):
-        table.add_row(label, _ms(before), _ms(after), _faster(before, after))
-    change = comp.throughput / base.throughput if base.throughput > 0 else 0.0
-    table.add_row(
-        "throughput", f"{base.throughput:.1f}/s", f"{comp.throughput:.1f}/s", f"{change:.2f}x"
-    )
-    table.add_row(
-        results.metric_name,
-        f"{base.metric:.6f}" if base.metric is not None else "-",
-        f"{comp.metric:.6f}" if comp.metric is not None else "-",
-        f"{0.0 - results.metric_drop + 0.0:+.6f}",
-    )
-    if base.sparsity is not None and comp.sparsity is not None and comp.sparsity > 0.01:
-        table.add_row("sparsity", f"{base.sparsity:.1%}", f"{comp.sparsity:.1%}", "")
-    if base.compressed_bytes is not None and comp.compressed_bytes is not None:
-        table.add_row(
-            "size, gzipped",
-            _mb(base.compressed_bytes),
-            _mb(comp.compressed_bytes),
-            _smaller(base.compressed_bytes, comp.compressed_bytes),
-        )
-    if not results.accepted:
-        table.caption = f"REJECTED: {results.verdict}"
-    elif results.verdict:
-        table.caption = results.verdict
-    return table
-
-
-def _ms(value: float) -> str:
-    return f"{value:.2f} ms" if value >= 1 else f"{value:.4f} ms"
-
-
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.2f} MB" if size >= 10_000 else f"{size:,} B"
 
 
 def main() -> None:

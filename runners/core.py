@@ -4,11 +4,11 @@ and the progress callback. Light: no torch or onnx imports."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from kondense.api.spec import CompressionJobSpec, ModelFormat
+from kondense.api.spec import CompressionJobSpec, Data, ModelFormat, Task, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,6 @@ class Model:
     format: ModelFormat
     module: Any = None
     assets: Path | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def with_(self, **changes: Any) -> Model:
         return replace(self, **changes)
@@ -41,9 +40,32 @@ def no_progress(description: str, completed: float, total: float | None) -> None
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a step may use besides its own config."""
+    """What a step may use besides its own config: the model's declared task and inputs, the
+    job's data, the benchmark sequence length, and a work folder of its own. Not the recipe:
+    choices that depend on other steps are settled in the plan (runners/plan.py)."""
 
-    spec: CompressionJobSpec
+    task: Task
+    inputs: list[TensorSpec] | None
+    data: Data
+    sequence_length: int
     workdir: Path  # an empty directory of this step's own for what it writes
     progress: Progress = no_progress
     report: Callable[[str, Any], None] = lambda key, value: None  # adds a note to the report
+
+    @classmethod
+    def for_spec(
+        cls,
+        spec: CompressionJobSpec,
+        workdir: Path,
+        progress: Progress = no_progress,
+        report: Callable[[str, Any], None] = lambda key, value: None,
+    ) -> StepContext:
+        return cls(
+            task=spec.model.task,
+            inputs=spec.model.inputs,
+            data=spec.data,
+            sequence_length=spec.evaluation.sequence_length,
+            workdir=workdir,
+            progress=progress,
+            report=report,
+        )

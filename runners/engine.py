@@ -11,33 +11,26 @@ import json
 import shutil
 import tempfile
 import time
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kondense.api.errors import BadInput, ResultRejected
-from kondense.api.outcome import Figures, Report, Results, StepTiming
+from kondense.api.outcome import Report, StepTiming
 from kondense.api.spec import (
     CompressionJob,
     CompressionJobSpec,
     ExportConfig,
     ModelFormat,
-    SpecModel,
-    Step,
 )
-from kondense.api.steps import ONNX_STEPS
 from kondense.runners.core import Model, Progress, StepContext, no_progress
 from kondense.runners.io import storage
 from kondense.runners.measure.gates import fp16_cpu_verdict, gate_problems
+from kondense.runners.measure.side_by_side import check_data, measure_pair, model_files
 from kondense.runners.model import MODEL_FILE
 from kondense.runners.model.assets import copy_assets, hf_assets_dir
-from kondense.runners.steps import load_step
-
-# Evaluation runs in batches of this size unless the model fixes its batch dimension.
-EVAL_BATCH = 32
-SYNTHETIC_SAMPLES = 64
+from kondense.runners.plan import Plan, make_plan, resolve_uris
+from kondense.runners.steps import RUNS
 
 
 class Rejected(ResultRejected):
@@ -58,41 +51,6 @@ class _Run:
     def record(self, name: str, seconds: float, notes: dict[str, Any]) -> None:
         clean = {k: v if isinstance(v, int | float | str) else str(v) for k, v in notes.items()}
         self.timings.append(StepTiming(name=name, seconds=round(seconds, 3), notes=clean or None))
-
-
-def resolve_uris(spec: CompressionJobSpec, base_dir: Path | None) -> CompressionJobSpec:
-    """`spec` with relative local paths (model, data, output, students) made absolute."""
-
-    def fix(obj: SpecModel | None) -> Any:
-        if obj is None:
-            return None
-        return obj.model_copy(update={"uri": storage.resolve(obj.uri, base_dir)})  # type: ignore[attr-defined]
-
-    data = spec.data.model_copy(
-        update={
-            "calibration": fix(spec.data.calibration),
-            "evaluation": fix(spec.data.evaluation),
-            "training": fix(spec.data.training),
-        }
-    )
-    return spec.model_copy(
-        update={
-            "model": fix(spec.model),
-            "data": data,
-            "output": fix(spec.output),
-            "steps": [_resolve_student(step, base_dir) for step in spec.steps],
-        }
-    )
-
-
-def _resolve_student(step: Step, base_dir: Path | None) -> Step:
-    """A distill step's student.uri, like the model's, is relative to the manifest's folder."""
-    if step.distill is None or step.distill.student.uri is None:
-        return step
-    student = step.distill.student.model_copy(
-        update={"uri": storage.resolve(step.distill.student.uri, base_dir)}
-    )
-    return step.model_copy(update={"distill": step.distill.model_copy(update={"student": student})})
 
 
 def run_job(
@@ -120,11 +78,13 @@ def run_job(
         work = Path(scratch)
         progress("fetch model", 0, None)
         original = _load_model(spec, work)
-        baseline, export_seconds = _baseline(original, spec, work, run)
+        plan = make_plan(spec, original.format)
+        baseline, export_seconds = _baseline(original, plan, spec, work, run)
         signatures = data.onnx_input_signatures(baseline.path)
-        _check_data(spec, signatures, hf_assets_dir(baseline, original))
-        result = _run_steps(original, baseline, export_seconds, spec, work, run)
-        results = _measure(baseline, result, original, spec, signatures, run)
+        check_data(spec, signatures, hf_assets_dir(baseline, original))
+        result = _run_steps(original, baseline, export_seconds, plan, spec, work, run)
+        tokenizer_dir = hf_assets_dir(result, baseline, original)
+        results = measure_pair(baseline, result, spec, signatures, tokenizer_dir, run.progress)
         out = work / "output"
         write_output(result, original, out)
         problems = gate_problems(results, spec)
@@ -171,21 +131,19 @@ def _export(
     exports = work / "exports"
     exports.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=exports))
-    ctx = StepContext(spec=spec, workdir=workdir, progress=run.progress)
-    return load_step("export")(model, config, ctx)
+    ctx = StepContext.for_spec(spec, workdir, progress=run.progress)
+    return RUNS["export"](model, config, ctx)
 
 
 def _baseline(
-    original: Model, spec: CompressionJobSpec, work: Path, run: _Run
+    original: Model, plan: Plan, spec: CompressionJobSpec, work: Path, run: _Run
 ) -> tuple[Model, float]:
     """The original as ONNX FP32: the model itself, or its export with the recipe's settings."""
-    if original.format == ModelFormat.onnx:
+    if plan.baseline_export is None:
         return original, 0.0
-    first = spec.steps[0]
-    config = first.export if first.export is not None else ExportConfig()
     run.progress("export baseline to ONNX", 0, None)
     started = time.perf_counter()
-    baseline = _export(original, config, spec, work, run)
+    baseline = _export(original, plan.baseline_export, spec, work, run)
     return baseline, time.perf_counter() - started
 
 
@@ -193,244 +151,32 @@ def _run_steps(
     original: Model,
     baseline: Model,
     export_seconds: float,
+    plan: Plan,
     spec: CompressionJobSpec,
     work: Path,
     run: _Run,
 ) -> Model:
     current = original
-    total = len(spec.steps)
-    for index, step in enumerate(spec.steps):
+    total = len(plan.steps)
+    for index, step in enumerate(plan.steps):
         name = step.name
         run.progress(f"step {index + 1}/{total}: {name}", index, total)
-        if name == "export" and current is original and original.format != ModelFormat.onnx:
-            # The baseline already is this export, with the same settings: reuse it.
-            run.record("export", export_seconds, {"reusedFor": "baseline"})
+        if step.reuses_baseline:
+            run.record(name, export_seconds, step.reasons)
             current = baseline
             continue
-        if name in ONNX_STEPS and current is original and original.format != ModelFormat.onnx:
-            # The baseline is the original exported with default settings: no second export.
-            run.record("export", export_seconds, {"auto": f"baseline export reused before {name}"})
-            current = baseline
-        elif name in ONNX_STEPS and current.format != ModelFormat.onnx:
-            current = _auto_export(current, spec, work, run, before=name)
-        notes: dict[str, Any] = {}
+        notes: dict[str, Any] = dict(step.reasons)
         workdir = work / "steps" / f"{index:02d}-{name}"
         workdir.mkdir(parents=True)
-        ctx = StepContext(
-            spec=spec, workdir=workdir, progress=run.progress, report=notes.__setitem__
-        )
+        ctx = StepContext.for_spec(spec, workdir, progress=run.progress, report=notes.__setitem__)
         started = time.perf_counter()
-        current = load_step(name)(current, step.config, ctx)
+        current = RUNS[name](current, step.config, ctx)
         run.record(name, time.perf_counter() - started, notes)
     run.progress("steps done", total, total)
-    if current.format != ModelFormat.onnx:
-        current = _auto_export(current, spec, work, run, before="evaluation")
     return current
 
 
-def _auto_export(
-    current: Model, spec: CompressionJobSpec, work: Path, run: _Run, *, before: str
-) -> Model:
-    started = time.perf_counter()
-    exported = _export(current, ExportConfig(), spec, work, run)
-    run.record(
-        "export",
-        time.perf_counter() - started,
-        {"auto": f"exported to ONNX with default settings before {before}"},
-    )
-    return exported
-
-
 # --- measurement ---------------------------------------------------------------------------
-
-
-def _eval_batches(
-    spec: CompressionJobSpec, signatures: list[Any], tokenizer_dir: Path | None
-) -> Iterator[Any]:
-    from kondense.runners.io import data
-
-    names = [s.name for s in signatures]
-    fixed_batch = signatures[0].shape[0] if signatures and signatures[0].shape else None
-    batch_size = fixed_batch if isinstance(fixed_batch, int) else EVAL_BATCH
-    length = spec.evaluation.sequence_length
-    source = spec.data.evaluation
-    if source is not None:
-        name = Path(source.uri).name
-        for batch in data.iter_batches(
-            source,
-            input_names=names,
-            tokenizer_dir=tokenizer_dir,
-            batch_size=batch_size,
-            sequence_length=length,
-        ):
-            data.check_batch_fits(batch, signatures, name)
-            yield batch
-        return
-    yield from data.synthetic_batches(
-        _benchmark_signatures(spec, signatures),
-        batches=max(1, SYNTHETIC_SAMPLES // batch_size),
-        batch_size=batch_size,
-        sequence_length=length,
-        vocab=data.vocab_size(tokenizer_dir),
-    )
-
-
-def _check_data(
-    spec: CompressionJobSpec, signatures: list[Any], tokenizer_dir: Path | None
-) -> None:
-    """Read the first batch of the evaluation and calibration data before any long step runs.
-
-    A data file that does not fit the model fails the job in seconds, not after compression.
-    """
-    from kondense.runners.io import data
-
-    names = [s.name for s in signatures]
-    for source in (spec.data.evaluation, spec.data.calibration):
-        if source is None:
-            continue
-        first = source.model_copy(update={"samples": 1})
-        for batch in data.iter_batches(
-            first,
-            input_names=names,
-            tokenizer_dir=tokenizer_dir,
-            batch_size=1,
-            sequence_length=spec.evaluation.sequence_length,
-        ):
-            data.check_batch_fits(batch, signatures, Path(source.uri).name)
-
-
-def _benchmark_signatures(spec: CompressionJobSpec, signatures: list[Any]) -> list[Any]:
-    """The model's inputs, with spec.model.inputs' shapes where the user gave them."""
-    from kondense.runners.io import data
-
-    declared = {t.name: t for t in spec.model.inputs or []}
-    unknown = sorted(set(declared) - {s.name for s in signatures})
-    if unknown:
-        raise BadInput(
-            f"spec.model.inputs names {unknown}, but the model's inputs are "
-            f"{[s.name for s in signatures]}; use the model's input names",
-            field="spec.model.inputs",
-        )
-    fixed = []
-    for signature in signatures:
-        tensor = declared.get(signature.name)
-        if tensor is not None:
-            # The batch dimension stays free so evaluation.batchSize applies to it.
-            shape = (signature.shape[0], *tensor.shape[1:])
-            signature = data.InputSignature(signature.name, shape, signature.dtype)
-        fixed.append(signature)
-    return fixed
-
-
-def _measure(
-    baseline: Model,
-    result: Model,
-    original: Model,
-    spec: CompressionJobSpec,
-    signatures: list[Any],
-    run: _Run,
-) -> Results:
-    from kondense.runners.io import data
-    from kondense.runners.measure import evaluate
-    from kondense.runners.measure.benchmark import benchmark_models
-    from kondense.runners.measure.inference import pick_device, resolve_threads
-
-    settings = spec.evaluation
-    threads = resolve_threads(settings.threads)
-    device = pick_device(prefer_gpu=True)
-    tokenizer_dir = hf_assets_dir(result, baseline, original)
-    run.progress("evaluate", 0, None)
-    evaluation = evaluate.evaluate_pair(
-        baseline.path,
-        result.path,
-        _eval_batches(spec, signatures, tokenizer_dir),
-        task=spec.model.task,
-        metric=settings.metric,
-        threads=threads,
-        device=device,
-    )
-    run.progress("benchmark", 0, None)
-    (inputs,) = data.synthetic_batches(
-        _benchmark_signatures(spec, signatures),
-        batches=1,
-        batch_size=settings.batch_size,
-        sequence_length=settings.sequence_length,
-        vocab=data.vocab_size(tokenizer_dir),
-    )
-    base_time, result_time = benchmark_models(
-        [baseline.path, result.path],
-        inputs.inputs,
-        threads=threads,
-        device=device,
-        warmup=settings.warmup,
-        runs=settings.runs,
-    )
-    with_gzip = bool(spec.steps_named("prune"))
-    base_figures = _figures(baseline.path, base_time, evaluation.baseline, with_gzip)
-    result_figures = _figures(result.path, result_time, evaluation.compressed, with_gzip)
-    is_text = any(s.dtype.kind in "iu" for s in signatures)
-    return Results(
-        baseline=base_figures,
-        compressed=result_figures,
-        metric_name=evaluation.metric_name,
-        metric_drop=round(evaluation.drop, 6),
-        size_ratio=round(base_figures.bytes / max(result_figures.bytes, 1), 4),
-        speedup=round(base_time.latency_ms_p50 / max(result_time.latency_ms_p50, 1e-9), 4),
-        device=str(device),
-        threads=threads,
-        batch_size=settings.batch_size,
-        sequence_length=settings.sequence_length if is_text else None,
-    )
-
-
-def model_files(path: Path) -> list[Path]:
-    """The ONNX file and the external-data files it references."""
-    from kondense.runners.model import onnx_files
-
-    return [path, *onnx_files.external_data_files(path)]
-
-
-def _weight_stats(path: Path) -> tuple[int, float]:
-    """Parameter count and fraction of zero weights, from the graph's initializers.
-
-    Quantization scales and zero points are bookkeeping, not parameters; they are left out,
-    as are integer shape constants.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    parameters = zeros = 0
-    for tensor in model.graph.initializer:
-        if tensor.name.endswith(("_scale", "_zero_point")):
-            continue
-        array = numpy_helper.to_array(tensor)
-        # Weights are float or (quantized) 8-bit; int64/int32 initializers are shapes and indices.
-        if not (array.dtype.kind == "f" or array.dtype.itemsize == 1) or array.ndim == 0:
-            continue
-        parameters += array.size
-        if array.ndim >= 2:
-            zeros += int((array == 0).sum())
-    return parameters, (zeros / parameters if parameters else 0.0)
-
-
-def _figures(path: Path, timing: Any, metric: float, with_gzip: bool) -> Figures:
-    files = model_files(path)
-    parameters, sparsity = _weight_stats(path)
-    compressed = None
-    if with_gzip:
-        # What unstructured sparsity buys only shows once the file is compressed.
-        compressed = sum(len(zlib.compress(f.read_bytes(), 6)) for f in files)
-    return Figures(
-        bytes=sum(f.stat().st_size for f in files),
-        parameters=parameters,
-        sparsity=round(sparsity, 6),
-        compressed_bytes=compressed,
-        latency_ms_p50=round(timing.latency_ms_p50, 4),
-        latency_ms_p95=round(timing.latency_ms_p95, 4),
-        throughput=round(timing.throughput, 3),
-        metric=round(metric, 6),
-    )
 
 
 # --- gates and output ----------------------------------------------------------------------

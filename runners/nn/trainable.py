@@ -76,13 +76,13 @@ def training_stream(
     ctx: StepContext, model: Model, module: torch.nn.Module, batch_size: int
 ) -> BatchStream:
     """spec.data.training as a re-startable stream of batches (one pass per call)."""
-    source = ctx.spec.data.training
+    source = ctx.data.training
     if source is None:
         raise BadInput(
             "this step trains and needs training data; add data.training.uri (.npz or .jsonl)",
             field="spec.data.training",
         )
-    return data_stream(source, model, module, batch_size, ctx.spec.evaluation.sequence_length)
+    return data_stream(source, model, module, batch_size, ctx.sequence_length)
 
 
 def data_stream(
@@ -140,7 +140,7 @@ def example_inputs(ctx: StepContext, stream: BatchStream | None) -> dict[str, to
 
     from kondense.runners.nn.training import to_tensors
 
-    declared = ctx.spec.model.inputs
+    declared = ctx.inputs
     if declared:
         return {t.name: torch.ones(t.shape, dtype=getattr(torch, t.dtype.value)) for t in declared}
     if stream is not None:

@@ -30,7 +30,7 @@ def run(model: Model, config: DistillConfig, ctx: StepContext) -> Model:
     from kondense.runners.nn import pruning, trainable
     from kondense.runners.nn.training import forward, train
 
-    task = ctx.spec.model.task
+    task = ctx.task
     teacher = trainable.load_module(model, task, step="distill").eval()
     stream = trainable.training_stream(ctx, model, teacher, config.training.batch_size)
     student, notes = _student(teacher, config, ctx, stream, task)
@@ -68,13 +68,13 @@ def run(model: Model, config: DistillConfig, ctx: StepContext) -> Model:
         "teacherParameters": pruning.parameter_count(teacher),
         "studentParameters": pruning.parameter_count(student),
     }
-    if embeddings and ctx.spec.data.evaluation is not None:
+    if embeddings and ctx.data.evaluation is not None:
         evaluation = trainable.data_stream(
-            ctx.spec.data.evaluation,
+            ctx.data.evaluation,
             model,
             teacher,
             config.training.batch_size,
-            ctx.spec.evaluation.sequence_length,
+            ctx.sequence_length,
         )
         with torch.no_grad():
             notes["evalCosineToTeacher"] = round(
@@ -82,7 +82,7 @@ def run(model: Model, config: DistillConfig, ctx: StepContext) -> Model:
             )
     for key, value in notes.items():
         ctx.report(key, value)
-    return trainable.write_back(student, model.with_(notes={**model.notes, **notes}), ctx)
+    return trainable.write_back(student, model, ctx)
 
 
 def _student(

@@ -32,7 +32,7 @@ def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
         return model
     import torch
 
-    task = ctx.spec.model.task
+    task = ctx.task
     ctx.progress("export: loading the PyTorch model", 0, 3)
     program = None
     if model.module is None and model.format is ModelFormat.exported_program:
@@ -41,10 +41,10 @@ def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
         program.module() if program is not None else torch_modules.load_torch_module(model, task)
     )
     assets = copy_assets(ctx.workdir / "assets", model)
-    input_names = torch_modules.module_signature(module, ctx.spec.model.inputs)
+    input_names = torch_modules.module_signature(module, ctx.inputs)
     inputs = torch_modules.example_inputs(
         input_names,
-        declared=ctx.spec.model.inputs,
+        declared=ctx.inputs,
         tokenizer_dir=tokenizer_dir(hf_assets_dir(model)),
         program_examples=program.example_inputs[0] if program is not None else None,
     )
@@ -80,7 +80,6 @@ def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
         format=ModelFormat.onnx,
         module=None,
         assets=assets,
-        notes={**model.notes, "inputNames": input_names, "outputNames": output_names},
     )
 
 

@@ -5,24 +5,18 @@ embedding block into com.microsoft fused ops, with heads and hidden size read fr
 config.json. ONNX Runtime's offline optimizer then applies the requested level and saves the
 result.
 
-Order pitfall handled here: when a quantize step follows, the saved graph is optimized at the
-basic level only. Extended/all rewrite MatMul into FusedMatMul/Gemm (which dynamic INT8 does not
-quantize, leaving weights in float) and `all` writes CPU-specific layouts (NCHWc) that the
-quantizers and the fp16 converter cannot read. ONNX Runtime still applies the full level when
-the quantized model is loaded, so nothing is lost at inference.
+The step does what its config says. Choices that depend on later steps (the basic level
+and no fusion before quantization) are settled beforehand by the plan: runners/plan.py.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from kondense.api.spec import (
     OptimizeConfig,
     OptimizeLevel,
-    QuantizeConfig,
-    QuantizeMode,
     TransformerFusion,
 )
 from kondense.runners.core import Model, StepContext
@@ -36,60 +30,16 @@ def run(model: Model, config: OptimizeConfig, ctx: StepContext) -> Model:
     """`model` (ONNX) fused and optimized, saved as ctx.workdir/model.onnx."""
     onnx_files.require_onnx(model, "optimize")
     current = model.path
-    notes: dict[str, Any] = {}
     shape = transformer_shape(model.assets, config.transformer)
-    if (
-        shape is not None
-        and config.transformer is TransformerFusion.auto
-        and int8_follows(config, ctx)
-    ):
-        ctx.report("transformerFusion", "skipped: INT8 quantization follows")
-        shape = None
     if shape is not None:
         ctx.progress("optimize: transformer fusion", 0, 2)
         current, fused = fuse_transformer(current, ctx.workdir / "fused.onnx", *shape)
-        notes["fusedOperators"] = fused
         ctx.report("fusedOperators", fused)
     level = config.level
-    if quantize_follows(config, ctx) and level is not OptimizeLevel.basic:
-        ctx.report(
-            "optimizeLevelSaved",
-            f"basic (requested {level.value}; a quantize step follows, and ONNX Runtime applies "
-            f"{level.value} when it loads the quantized model)",
-        )
-        level = OptimizeLevel.basic
     ctx.progress(f"optimize: ONNX Runtime level {level.value}", 1, 2)
     target = ort_optimize(current, ctx.workdir / MODEL_FILE, level)
-    notes["optimizeLevel"] = level.value
-    return model.with_(path=target, notes={**model.notes, **notes})
-
-
-def _later_quantize_steps(config: OptimizeConfig, ctx: StepContext) -> list[QuantizeConfig]:
-    steps = ctx.spec.steps
-    position = next((i for i, s in enumerate(steps) if s.optimize is config), None)
-    later = steps if position is None else steps[position + 1 :]
-    return [s.quantize for s in later if isinstance(s.quantize, QuantizeConfig)]
-
-
-def quantize_follows(config: OptimizeConfig, ctx: StepContext) -> bool:
-    """Whether a quantize step comes after this optimize step in the recipe."""
-    return bool(_later_quantize_steps(config, ctx))
-
-
-def int8_follows(config: OptimizeConfig, ctx: StepContext) -> bool:
-    """Whether INT8 quantization (dynamic or static) comes after this optimize step.
-
-    Transformer fusion is skipped then (under `auto`). Static QDQ has no kernels for the fused
-    Attention/SkipLayerNormalization/EmbedLayerNormalization ops, which would stay float
-    (MiniLM: 2.9x smaller instead of 3.9x). Dynamic INT8 turns the fused Attention into
-    per-channel QAttention, which is slower: MiniLM at 2 threads, batch 1, sequence 128 ran
-    1.68x faster than FP32 fused against 1.92x unfused, at the same cosine (0.993). ONNX
-    Runtime fuses layer norms and GELU itself when it loads the quantized model.
-    """
-    return any(
-        q.mode in (QuantizeMode.dynamic, QuantizeMode.static)
-        for q in _later_quantize_steps(config, ctx)
-    )
+    ctx.report("optimizeLevel", level.value)
+    return model.with_(path=target)
 
 
 def transformer_shape(assets: Path | None, mode: TransformerFusion) -> tuple[int, int] | None:

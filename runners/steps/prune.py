@@ -30,7 +30,7 @@ UNSTRUCTURED_SPEED_NOTE = (
 def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
     from kondense.runners.nn import layers, pruning, trainable
 
-    task = ctx.spec.model.task
+    task = ctx.task
     module = trainable.load_module(
         model, task, step="prune", torchscript=config.method is PruneMethod.magnitude
     )
@@ -90,7 +90,7 @@ def _finish(
     """Fine-tune if asked, measure, report, and hand the pruned model on."""
     from kondense.runners.nn import pruning, trainable
 
-    task = ctx.spec.model.task
+    task = ctx.task
 
     if config.fine_tune is not None and stream is not None:
         loss = _fine_tune_loss(task, original)
@@ -106,7 +106,6 @@ def _finish(
         notes["weightsBytes"], notes["weightsGzipBytes"] = pruning.compressed_weight_bytes(module)
     for key, value in notes.items():
         ctx.report(key, value)
-    model = model.with_(notes={**model.notes, **notes})
     if config.method is PruneMethod.structured and trainable.is_huggingface(module):
         # Layers now differ in shape from what config.json describes, so the module travels
         # in memory (with the original tokenizer files) to export instead of as a directory.

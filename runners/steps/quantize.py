@@ -64,7 +64,8 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
     if config.mode is QuantizeMode.fp16:
         ctx.progress("quantize: converting to fp16", 0, 1)
         convert_fp16(model.path, target, config)
-        return model.with_(path=target, notes={**model.notes, "quantization": "fp16"})
+        ctx.report("quantization", "fp16")
+        return model.with_(path=target)
 
     ctx.progress("quantize: shape inference", 0, 2)
     prepared, how = preprocess(model.path, ctx.workdir / "preprocessed.onnx", large=large)
@@ -73,7 +74,7 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
         ctx.progress("quantize: dynamic INT8", 1, 2)
         quantize_dynamic_int8(prepared, target, config, large=large)
     else:
-        source = ctx.spec.data.calibration
+        source = ctx.data.calibration
         if source is None:
             raise BadInput(
                 "static INT8 quantization needs calibration data; add data.calibration.uri "
@@ -85,7 +86,7 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
             source,
             input_names=model_inputs(prepared),
             tokenizer_dir=tokenizer_dir(model.assets),
-            sequence_length=ctx.spec.evaluation.sequence_length,
+            sequence_length=ctx.sequence_length,
         )
         quantize_static_int8(prepared, target, config, reader, large=large)
         ctx.report("calibrationSamples", reader.samples_read)
@@ -96,7 +97,8 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
                 "samples give stable activation ranges",
             )
     prepared.unlink(missing_ok=True)
-    return model.with_(path=target, notes={**model.notes, "quantization": config.mode.value})
+    ctx.report("quantization", config.mode.value)
+    return model.with_(path=target)
 
 
 # --- shared ----------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from runner.manifests import manifest
 
 from kondense.api.outcome import Figures, Results
 from kondense.api.spec import CompressionJob, CompressionJobSpec
-from kondense.runners.engine import resolve_uris
 from kondense.runners.measure.gates import fp16_cpu_verdict, gate_problems
+from kondense.runners.plan import resolve_uris
 
 
 def spec(steps: list[dict[str, object]] | None = None, **evaluation: object) -> CompressionJobSpec:

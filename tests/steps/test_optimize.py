@@ -10,11 +10,19 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from fixtures.models import SENTENCES, mean_cosine, run_onnx, sentence_batch, step_context
+from fixtures.models import (
+    SENTENCES,
+    mean_cosine,
+    minimal_spec,
+    run_onnx,
+    sentence_batch,
+    step_context,
+)
 
 from kondense.api.errors import BadInput
 from kondense.api.spec import ModelFormat, OptimizeConfig, OptimizeLevel, TransformerFusion
 from kondense.runners.core import Model
+from kondense.runners.plan import make_plan
 from kondense.runners.steps import load_step
 
 optimize = load_step("optimize")
@@ -28,11 +36,12 @@ def _ops(path: Path) -> Counter[str]:
 def test_each_level_saves_a_model_with_unchanged_outputs(
     level: OptimizeLevel, digits_onnx: Path, digits: dict, tmp_path: Path
 ) -> None:
-    ctx = step_context(tmp_path, steps=[{"optimize": {"level": level.value}}])
-    config = ctx.spec.steps[0].optimize
+    reports: dict[str, Any] = {}
+    ctx = step_context(tmp_path, reports.__setitem__)
+    config = OptimizeConfig(level=level)
     result = optimize(Model(path=digits_onnx, format=ModelFormat.onnx), config, ctx)
     assert result.path == tmp_path / "model.onnx" and result.path.is_file()
-    assert result.notes["optimizeLevel"] == level.value
+    assert reports["optimizeLevel"] == level.value
     x = digits["x_test"][:16]
     np.testing.assert_allclose(
         run_onnx(result.path, {"pixel_values": x}),
@@ -49,21 +58,20 @@ def test_each_level_saves_a_model_with_unchanged_outputs(
 
 def test_level_is_capped_at_basic_when_quantize_follows(digits_onnx: Path, tmp_path: Path) -> None:
     reports: dict[str, Any] = {}
-    ctx = step_context(
-        tmp_path, steps=[{"optimize": {"level": "all"}}, {"quantize": {"mode": "dynamic"}}]
-    )
-    ctx = type(ctx)(spec=ctx.spec, workdir=tmp_path, report=reports.__setitem__)
-    config = ctx.spec.steps[0].optimize
-    result = optimize(Model(path=digits_onnx, format=ModelFormat.onnx), config, ctx)
-    assert result.notes["optimizeLevel"] == "basic"
-    assert "quantize step follows" in reports["optimizeLevelSaved"]
+    steps = [{"optimize": {"level": "all"}}, {"quantize": {"mode": "dynamic"}}]
+    planned = make_plan(minimal_spec(tmp_path, steps=steps), ModelFormat.onnx).steps[0]
+    assert "quantize step follows" in planned.reasons["optimizeLevelSaved"]
+    ctx = step_context(tmp_path, reports.__setitem__)
+    result = optimize(Model(path=digits_onnx, format=ModelFormat.onnx), planned.config, ctx)
+    assert reports["optimizeLevel"] == "basic"
     assert not [op for op in _ops(result.path) if op.startswith("com.microsoft")]
 
 
 def test_models_without_bert_config_skip_fusion_on_auto(tiny_onnx: Path, tmp_path: Path) -> None:
-    ctx = step_context(tmp_path, steps=[{"optimize": {}}])
+    reports: dict[str, Any] = {}
+    ctx = step_context(tmp_path, reports.__setitem__)
     result = optimize(Model(path=tiny_onnx, format=ModelFormat.onnx), OptimizeConfig(), ctx)
-    assert "fusedOperators" not in result.notes
+    assert "fusedOperators" not in reports
     x = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
     np.testing.assert_allclose(
         run_onnx(result.path, {"x": x}), run_onnx(tiny_onnx, {"x": x}), atol=1e-5
@@ -86,14 +94,16 @@ def test_bert_fusion_fuses_minilm_attention_and_layer_norms(
     assert assets is not None
     source = Model(path=minilm_onnx.path, format=ModelFormat.onnx, assets=assets)
     config = OptimizeConfig(level=OptimizeLevel.extended, transformer=TransformerFusion.auto)
-    result = optimize(source, config, step_context(tmp_path, task="text-embedding"))
+    reports: dict[str, Any] = {}
+    ctx = step_context(tmp_path, reports.__setitem__, task="text-embedding")
+    result = optimize(source, config, ctx)
     ops = _ops(result.path)
     # MiniLM-L6: one Attention per layer, two SkipLayerNormalization per layer (minus the
     # first, fused into EmbedLayerNormalization).
     assert ops["com.microsoft:Attention"] == 6
     assert ops["com.microsoft:SkipLayerNormalization"] >= 11
     assert ops["com.microsoft:EmbedLayerNormalization"] == 1
-    assert result.notes["fusedOperators"]["Attention"] == 6
+    assert reports["fusedOperators"]["Attention"] == 6
     feeds = sentence_batch(assets, SENTENCES, 40)
     assert mean_cosine(run_onnx(result.path, feeds), run_onnx(minilm_onnx.path, feeds)) > 0.9999
     shutil.rmtree(tmp_path)
@@ -103,10 +113,11 @@ def test_bert_fusion_fuses_minilm_attention_and_layer_norms(
 def test_auto_fusion_is_skipped_before_int8_only(minilm_onnx: Model, tmp_path: Path) -> None:
     def fused_ops(mode: str, where: Path) -> list[str]:
         steps = [{"optimize": {}}, {"quantize": {"mode": mode}}]
-        ctx = step_context(
+        spec = minimal_spec(
             where, task="text-embedding", steps=steps, calibration={"uri": "unused.jsonl"}
         )
-        result = optimize(minilm_onnx, ctx.spec.steps[0].optimize, ctx)
+        config = make_plan(spec, ModelFormat.onnx).steps[0].config
+        result = optimize(minilm_onnx, config, step_context(where, task="text-embedding"))
         return [op for op in _ops(result.path) if op.startswith("com.microsoft")]
 
     assert fused_ops("static", tmp_path / "static") == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from fixtures.models import (
     SENTENCES,
     build_tiny_onnx,
     mean_cosine,
+    minimal_spec,
     relative_error,
     run_onnx,
     sentence_batch,
@@ -23,8 +25,9 @@ from onnx import numpy_helper
 
 from kondense.api.errors import BadInput
 from kondense.api.spec import ModelFormat, QuantizeConfig, QuantizeMode
-from kondense.runners.core import Model, StepContext
+from kondense.runners.core import Model
 from kondense.runners.model import onnx_files
+from kondense.runners.plan import make_plan
 from kondense.runners.steps import load_step
 
 quantize = load_step("quantize")
@@ -34,9 +37,18 @@ def _ops(path: Path) -> Counter[str]:
     return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
-def _quantize(source: Path, tmp_path: Path, config: dict[str, Any], **spec: Any) -> Model:
-    ctx = step_context(tmp_path / "work", steps=[{"quantize": config}], **spec)
-    step_config = ctx.spec.steps[0].quantize
+def _quantize(
+    source: Path,
+    tmp_path: Path,
+    config: dict[str, Any],
+    reports: dict[str, Any] | None = None,
+    **spec: Any,
+) -> Model:
+    steps = [{"quantize": config}]
+    step_config = minimal_spec(tmp_path / "work", steps=steps, **spec).steps[0].config
+    ctx = step_context(
+        tmp_path / "work", reports.__setitem__ if reports is not None else None, steps=steps, **spec
+    )
     return quantize(Model(path=source, format=ModelFormat.onnx), step_config, ctx)
 
 
@@ -50,13 +62,14 @@ def _digits_agreement(original: Path, quantized: Path, digits: dict) -> float:
 def test_dynamic_int8_shrinks_the_cnn_and_keeps_its_predictions(
     digits_onnx: Path, digits: dict, tmp_path: Path
 ) -> None:
-    result = _quantize(digits_onnx, tmp_path, {"mode": "dynamic"})
+    reports: dict[str, Any] = {}
+    result = _quantize(digits_onnx, tmp_path, {"mode": "dynamic"}, reports)
     # Every weight is INT8, the Gemm head included (rewritten as MatMul first).
     assert onnx_files.onnx_size_bytes(result.path) < onnx_files.onnx_size_bytes(digits_onnx) / 3.5
     assert "Gemm" not in _ops(result.path)
     assert _ops(result.path)["ConvInteger"] == 2
     assert _digits_agreement(digits_onnx, result.path, digits) >= 0.98
-    assert result.notes["quantization"] == "dynamic"
+    assert reports["quantization"] == "dynamic"
 
 
 def test_dynamic_int8_never_changes_its_input(digits_onnx: Path, tmp_path: Path) -> None:
@@ -156,8 +169,8 @@ def test_static_int8_calibrates_with_each_method(
         steps=[{"quantize": {"mode": "static", "calibrationMethod": method}}],
         calibration={"uri": str(digits_npz), "samples": 160},
     )
-    ctx = StepContext(spec=ctx.spec, workdir=ctx.workdir, report=reports.__setitem__)
-    config = ctx.spec.steps[0].quantize
+    ctx = replace(ctx, report=reports.__setitem__)
+    config = QuantizeConfig(mode=QuantizeMode.static, calibration_method=method)
     result = quantize(Model(path=digits_onnx, format=ModelFormat.onnx), config, ctx)
     ops = _ops(result.path)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0  # QDQ format
@@ -205,10 +218,13 @@ def test_default_minilm_recipe_keeps_sentence_cosine(
     assert minilm_onnx.assets is not None
     steps = [{"optimize": {}}, {"quantize": {"mode": "dynamic"}}]
     ctx = step_context(tmp_path / "o", task="text-embedding", steps=steps)
-    optimized = load_step("optimize")(minilm_onnx, ctx.spec.steps[0].optimize, ctx)
-    qctx = StepContext(spec=ctx.spec, workdir=tmp_path / "q")
+    plan = make_plan(
+        minimal_spec(tmp_path / "o", task="text-embedding", steps=steps), ModelFormat.onnx
+    )
+    optimized = load_step("optimize")(minilm_onnx, plan.steps[0].config, ctx)
+    qctx = replace(ctx, workdir=tmp_path / "q")
     qctx.workdir.mkdir()
-    result = quantize(optimized, ctx.spec.steps[1].quantize, qctx)
+    result = quantize(optimized, plan.steps[1].config, qctx)
     texts = [json.loads(line)["text"] for line in _corpus().read_text().splitlines()][:64]
     feeds = sentence_batch(minilm_onnx.assets, texts + SENTENCES, 128)
     cosine = mean_cosine(run_onnx(result.path, feeds), run_onnx(minilm_onnx.path, feeds))

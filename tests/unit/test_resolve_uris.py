@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kondense.api.spec import CompressionJobSpec, DistillConfig
-from kondense.runners.engine import resolve_uris
+from kondense.runners.plan import resolve_uris
 
 
 def test_relative_student_uri_resolves_against_the_manifest_folder(tmp_path: Path) -> None:

@@ -1,0 +1,143 @@
+"""What `kondense` shows a person: progress on stderr and the trade-off table."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from kondense.api.outcome import Results
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def summary(results: Results | None) -> str:
+    if results is None:
+        return "done"
+    speed = faster(results.baseline.latency_ms_p50, results.compressed.latency_ms_p50)
+    return (
+        f"{smaller(results.baseline.bytes, results.compressed.bytes)}, {speed}, "
+        f"{results.metric_name} drop {results.metric_drop:.6f}"
+    )
+
+
+class ConsoleProgress:
+    """Progress for long steps: a rich spinner on a terminal, plain log lines otherwise."""
+
+    def __init__(self) -> None:
+        self._live: Any = None
+        self._task: Any = None
+        self._last = ""
+
+    def __enter__(self) -> ConsoleProgress:
+        if err.is_terminal:
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TimeElapsedColumn
+
+            self._live = Progress(
+                SpinnerColumn(),
+                "{task.description}",
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            )
+            self._live.start()
+            self._task = self._live.add_task("starting", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def __call__(self, description: str, completed: float, total: float | None) -> None:
+        if self._live is not None:
+            self._live.update(self._task, description=description, completed=completed, total=total)
+        elif description != self._last:
+            done = f" ({completed:g}/{total:g})" if total else ""
+            print(f"kondense: {description}{done}", file=sys.stderr, flush=True)
+        self._last = description
+
+    def doing(self) -> str:
+        """What the job is doing now, for messages: 'quantize', 'measure baseline'."""
+        return self._last or "starting"
+
+
+def progress() -> ConsoleProgress:
+    return ConsoleProgress()
+
+
+def smaller(before: float, after: float) -> str:
+    if before <= 0 or after <= 0:
+        return ""
+    if before == after:
+        return "same"
+    return f"{before / after:.2f}x smaller" if after <= before else f"{after / before:.2f}x larger"
+
+
+def faster(before_ms: float, after_ms: float) -> str:
+    if before_ms <= 0 or after_ms <= 0:
+        return ""
+    factor = before_ms / after_ms
+    return f"{factor:.2f}x faster" if factor >= 1 else f"{1 / factor:.2f}x slower"
+
+
+def trade_off_table(results: Results) -> Any:
+    """baseline | compressed | change, for size, params, latency, throughput and the metric."""
+    from rich.table import Table
+
+    base, comp = results.baseline, results.compressed
+    title = f"{results.device}, {results.threads} threads, batch {results.batch_size}" + (
+        f", sequence {results.sequence_length}" if results.sequence_length else ""
+    )
+    table = Table(title=f"kondense trade-off ({title})", title_justify="left")
+    table.add_column("")
+    table.add_column("baseline", justify="right")
+    table.add_column("compressed", justify="right")
+    table.add_column("change", justify="right")
+    table.add_row("size", _mb(base.bytes), _mb(comp.bytes), smaller(base.bytes, comp.bytes))
+    if base.parameters is not None and comp.parameters is not None:
+        table.add_row(
+            "parameters",
+            f"{base.parameters:,}",
+            f"{comp.parameters:,}",
+            smaller(base.parameters, comp.parameters),
+        )
+    for label, before, after in (
+        ("latency p50", base.latency_ms_p50, comp.latency_ms_p50),
+        ("latency p95", base.latency_ms_p95, comp.latency_ms_p95),
+    ):
+        table.add_row(label, _ms(before), _ms(after), faster(before, after))
+    change = comp.throughput / base.throughput if base.throughput > 0 else 0.0
+    table.add_row(
+        "throughput", f"{base.throughput:.1f}/s", f"{comp.throughput:.1f}/s", f"{change:.2f}x"
+    )
+    table.add_row(
+        results.metric_name,
+        f"{base.metric:.6f}" if base.metric is not None else "-",
+        f"{comp.metric:.6f}" if comp.metric is not None else "-",
+        f"{0.0 - results.metric_drop + 0.0:+.6f}",
+    )
+    if base.sparsity is not None and comp.sparsity is not None and comp.sparsity > 0.01:
+        table.add_row("sparsity", f"{base.sparsity:.1%}", f"{comp.sparsity:.1%}", "")
+    if base.compressed_bytes is not None and comp.compressed_bytes is not None:
+        table.add_row(
+            "size, gzipped",
+            _mb(base.compressed_bytes),
+            _mb(comp.compressed_bytes),
+            smaller(base.compressed_bytes, comp.compressed_bytes),
+        )
+    if not results.accepted:
+        table.caption = f"REJECTED: {results.verdict}"
+    elif results.verdict:
+        table.caption = results.verdict
+    return table
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f} ms" if value >= 1 else f"{value:.4f} ms"
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.2f} MB" if size >= 10_000 else f"{size:,} B"

@@ -1,0 +1,206 @@
+"""The baseline and the result measured side by side on this machine: the quality metric on
+the evaluation data (or synthetic inputs), latency and throughput, size, parameters, sparsity.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kondense.api.errors import BadInput
+from kondense.api.outcome import Figures, Results
+from kondense.api.spec import CompressionJobSpec
+from kondense.runners.core import Model, Progress
+
+# Evaluation runs in batches of this size unless the model fixes its batch dimension.
+EVAL_BATCH = 32
+SYNTHETIC_SAMPLES = 64
+
+
+def _eval_batches(
+    spec: CompressionJobSpec, signatures: list[Any], tokenizer_dir: Path | None
+) -> Iterator[Any]:
+    from kondense.runners.io import data
+
+    names = [s.name for s in signatures]
+    fixed_batch = signatures[0].shape[0] if signatures and signatures[0].shape else None
+    batch_size = fixed_batch if isinstance(fixed_batch, int) else EVAL_BATCH
+    length = spec.evaluation.sequence_length
+    source = spec.data.evaluation
+    if source is not None:
+        name = Path(source.uri).name
+        for batch in data.iter_batches(
+            source,
+            input_names=names,
+            tokenizer_dir=tokenizer_dir,
+            batch_size=batch_size,
+            sequence_length=length,
+        ):
+            data.check_batch_fits(batch, signatures, name)
+            yield batch
+        return
+    yield from data.synthetic_batches(
+        _benchmark_signatures(spec, signatures),
+        batches=max(1, SYNTHETIC_SAMPLES // batch_size),
+        batch_size=batch_size,
+        sequence_length=length,
+        vocab=data.vocab_size(tokenizer_dir),
+    )
+
+
+def check_data(spec: CompressionJobSpec, signatures: list[Any], tokenizer_dir: Path | None) -> None:
+    """Read the first batch of the evaluation and calibration data before any long step runs.
+
+    A data file that does not fit the model fails the job in seconds, not after compression.
+    """
+    from kondense.runners.io import data
+
+    names = [s.name for s in signatures]
+    for source in (spec.data.evaluation, spec.data.calibration):
+        if source is None:
+            continue
+        first = source.model_copy(update={"samples": 1})
+        for batch in data.iter_batches(
+            first,
+            input_names=names,
+            tokenizer_dir=tokenizer_dir,
+            batch_size=1,
+            sequence_length=spec.evaluation.sequence_length,
+        ):
+            data.check_batch_fits(batch, signatures, Path(source.uri).name)
+
+
+def _benchmark_signatures(spec: CompressionJobSpec, signatures: list[Any]) -> list[Any]:
+    """The model's inputs, with spec.model.inputs' shapes where the user gave them."""
+    from kondense.runners.io import data
+
+    declared = {t.name: t for t in spec.model.inputs or []}
+    unknown = sorted(set(declared) - {s.name for s in signatures})
+    if unknown:
+        raise BadInput(
+            f"spec.model.inputs names {unknown}, but the model's inputs are "
+            f"{[s.name for s in signatures]}; use the model's input names",
+            field="spec.model.inputs",
+        )
+    fixed = []
+    for signature in signatures:
+        tensor = declared.get(signature.name)
+        if tensor is not None:
+            # The batch dimension stays free so evaluation.batchSize applies to it.
+            shape = (signature.shape[0], *tensor.shape[1:])
+            signature = data.InputSignature(signature.name, shape, signature.dtype)
+        fixed.append(signature)
+    return fixed
+
+
+def measure_pair(
+    baseline: Model,
+    result: Model,
+    spec: CompressionJobSpec,
+    signatures: list[Any],
+    tokenizer_dir: Path | None,
+    progress: Progress,
+) -> Results:
+    """Baseline and result evaluated and benchmarked side by side on this machine."""
+    from kondense.runners.io import data
+    from kondense.runners.measure import evaluate
+    from kondense.runners.measure.benchmark import benchmark_models
+    from kondense.runners.measure.inference import pick_device, resolve_threads
+
+    settings = spec.evaluation
+    threads = resolve_threads(settings.threads)
+    device = pick_device(prefer_gpu=True)
+    progress("evaluate", 0, None)
+    evaluation = evaluate.evaluate_pair(
+        baseline.path,
+        result.path,
+        _eval_batches(spec, signatures, tokenizer_dir),
+        task=spec.model.task,
+        metric=settings.metric,
+        threads=threads,
+        device=device,
+    )
+    progress("benchmark", 0, None)
+    (inputs,) = data.synthetic_batches(
+        _benchmark_signatures(spec, signatures),
+        batches=1,
+        batch_size=settings.batch_size,
+        sequence_length=settings.sequence_length,
+        vocab=data.vocab_size(tokenizer_dir),
+    )
+    base_time, result_time = benchmark_models(
+        [baseline.path, result.path],
+        inputs.inputs,
+        threads=threads,
+        device=device,
+        warmup=settings.warmup,
+        runs=settings.runs,
+    )
+    with_gzip = bool(spec.steps_named("prune"))
+    base_figures = _figures(baseline.path, base_time, evaluation.baseline, with_gzip)
+    result_figures = _figures(result.path, result_time, evaluation.compressed, with_gzip)
+    is_text = any(s.dtype.kind in "iu" for s in signatures)
+    return Results(
+        baseline=base_figures,
+        compressed=result_figures,
+        metric_name=evaluation.metric_name,
+        metric_drop=round(evaluation.drop, 6),
+        size_ratio=round(base_figures.bytes / max(result_figures.bytes, 1), 4),
+        speedup=round(base_time.latency_ms_p50 / max(result_time.latency_ms_p50, 1e-9), 4),
+        device=str(device),
+        threads=threads,
+        batch_size=settings.batch_size,
+        sequence_length=settings.sequence_length if is_text else None,
+    )
+
+
+def model_files(path: Path) -> list[Path]:
+    """The ONNX file and the external-data files it references."""
+    from kondense.runners.model import onnx_files
+
+    return [path, *onnx_files.external_data_files(path)]
+
+
+def _weight_stats(path: Path) -> tuple[int, float]:
+    """Parameter count and fraction of zero weights, from the graph's initializers.
+
+    Quantization scales and zero points are bookkeeping, not parameters; they are left out,
+    as are integer shape constants.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    parameters = zeros = 0
+    for tensor in model.graph.initializer:
+        if tensor.name.endswith(("_scale", "_zero_point")):
+            continue
+        array = numpy_helper.to_array(tensor)
+        # Weights are float or (quantized) 8-bit; int64/int32 initializers are shapes and indices.
+        if not (array.dtype.kind == "f" or array.dtype.itemsize == 1) or array.ndim == 0:
+            continue
+        parameters += array.size
+        if array.ndim >= 2:
+            zeros += int((array == 0).sum())
+    return parameters, (zeros / parameters if parameters else 0.0)
+
+
+def _figures(path: Path, timing: Any, metric: float, with_gzip: bool) -> Figures:
+    files = model_files(path)
+    parameters, sparsity = _weight_stats(path)
+    compressed = None
+    if with_gzip:
+        # What unstructured sparsity buys only shows once the file is compressed.
+        compressed = sum(len(zlib.compress(f.read_bytes(), 6)) for f in files)
+    return Figures(
+        bytes=sum(f.stat().st_size for f in files),
+        parameters=parameters,
+        sparsity=round(sparsity, 6),
+        compressed_bytes=compressed,
+        latency_ms_p50=round(timing.latency_ms_p50, 4),
+        latency_ms_p95=round(timing.latency_ms_p95, 4),
+        throughput=round(timing.throughput, 3),
+        metric=round(metric, 6),
+    )

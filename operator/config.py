@@ -18,9 +18,10 @@ A YAML file (the Helm chart renders it into a ConfigMap mounted at /etc/kondense
     devicePools: {gpu: gpu, cpu: cpu}   # device class -> pool (optional; this is the default)
     backoffLimit: 2          # retries of a transient runner failure (optional)
 
-Each pool named in devicePools must exist and provide that device class. A device class left
-out of an explicit devicePools (a CPU-only cluster: `devicePools: {cpu: cpu}`) has no default
-pool; recipes that need it must name a pool in spec.nodePool that provides it.
+Each pool named in devicePools must exist and provide that device class. Without devicePools,
+a device class goes to the pool named like it when there is one. A device class with no pool
+(a CPU-only cluster) has no default; recipes that need it must name a pool in spec.nodePool
+that provides it.
 
 Optional per pool, for tests, benchmarks and local clusters: `command` replaces the runner
 command (`kondense run --job-env KONDENSE_JOB --termination-log /dev/termination-log`),
@@ -75,15 +76,13 @@ class PoolConfig(ConfigModel):
 
 class OperatorConfig(ConfigModel):
     pools: dict[str, PoolConfig] = Field(min_length=1)
-    device_pools: dict[DeviceClass, str] = Field(
-        default_factory=lambda: {DeviceClass.gpu: "gpu", DeviceClass.cpu: "cpu"},
-        alias="devicePools",
-    )
+    # None: each device class goes to the pool named like it (gpu, cpu), where there is one.
+    device_pools: dict[DeviceClass, str] | None = Field(default=None, alias="devicePools")
     backoff_limit: int = Field(default=2, ge=0, le=10, alias="backoffLimit")
 
     @model_validator(mode="after")
     def _device_pools_exist(self) -> OperatorConfig:
-        for device, name in self.device_pools.items():
+        for device, name in self.device_map().items():
             pool = self.pools.get(name)
             if pool is None:
                 known = ", ".join(sorted(self.pools))
@@ -102,7 +101,12 @@ class OperatorConfig(ConfigModel):
     def pool_for(self, device: DeviceClass) -> str | None:
         """The pool a recipe needing `device` runs on when spec.nodePool is not set (None: this
         cluster has none, e.g. a CPU-only cluster that leaves gpu out of devicePools)."""
-        return self.device_pools.get(device)
+        return self.device_map().get(device)
+
+    def device_map(self) -> dict[DeviceClass, str]:
+        if self.device_pools is not None:
+            return self.device_pools
+        return {device: device.value for device in DeviceClass if device.value in self.pools}
 
 
 class ConfigError(ValueError):

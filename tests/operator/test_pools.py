@@ -102,7 +102,10 @@ def test_a_cluster_without_gpus_refuses_fp16_and_runs_the_rest() -> None:
     ("document", "expected"),
     [
         # The default devicePools needs pools named gpu (providing a GPU) and cpu.
-        ({"pools": {"cpu": {"image": "x"}}}, r"devicePools.gpu: no pool 'gpu'"),
+        (
+            {"pools": {"cpu": {"image": "x"}}, "devicePools": {"gpu": "gpu"}},
+            r"devicePools.gpu: no pool 'gpu'",
+        ),
         (
             {"pools": {"cpu": {"image": "x"}, "gpu": {"image": "y"}}},
             r"devicePools.gpu: pool 'gpu' provides cpu, not gpu; set pools.gpu.device: gpu",
@@ -122,6 +125,12 @@ def test_device_pools_must_name_pools_that_provide_the_device(
 ) -> None:
     with pytest.raises(ConfigError, match=expected):
         parse_config(document, "config.yaml")
+
+
+def test_a_cpu_only_config_maps_cpu_by_name_and_has_no_gpu_default() -> None:
+    config = parse_config({"pools": {"cpu": {"image": "x"}}}, "config.yaml")
+    assert config.pool_for(DeviceClass.cpu) == "cpu"
+    assert config.pool_for(DeviceClass.gpu) is None
 
 
 def test_config_file_with_a_misspelled_key_names_it(tmp_path: Path) -> None:

@@ -66,14 +66,13 @@ def test_each_problem_is_one_line_naming_the_camel_case_field(tmp_path: Path) ->
 
 def test_cross_field_mistakes_name_each_field_on_its_own_line(tmp_path: Path) -> None:
     document = manifest("m.onnx", [{"quantize": {"mode": "static"}}], "out")
-    document["spec"]["steps"].append({"quantize": {"mode": "fp16"}})
-    document["spec"]["nodePool"] = "cpu"
+    document["spec"]["steps"].append({"distill": {}})
     code, output = validate(write_manifest(tmp_path / "job.yaml", document))
     assert code == 2
     lines = output.strip().splitlines()
     assert len(lines) == 2
     assert "spec.data.calibration: static INT8 quantization needs calibration data" in lines[0]
-    assert "spec.nodePool: fp16 needs a GPU" in lines[1]
+    assert "spec.data.training: fine-tuning and distillation need training data" in lines[1]
 
 
 def test_yaml_syntax_error_reports_the_line(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ Field names in manifests are camelCase (Kubernetes convention); Python code uses
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -489,6 +490,17 @@ class CompressionJobSpec(SpecModel):
                 )
         found.append(("spec.output.uri", self.output.uri, True))
         return found
+
+    def with_uris(self, change: Callable[[str], str]) -> CompressionJobSpec:
+        """This spec with each URI that `uris()` lists replaced by `change(uri)`."""
+        document = self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        for path, uri, _ in self.uris():
+            *parents, leaf = re.findall(r"[^.\[\]]+", path.removeprefix("spec."))
+            owner: Any = document
+            for key in parents:
+                owner = owner[int(key)] if key.isdigit() else owner[key]
+            owner[leaf] = change(uri)
+        return CompressionJobSpec.model_validate(document)
 
 
 # Cross-field mistakes, worded once: `kondense validate` and the CRD's CEL rules

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from kondense.api.spec import (
     CompressionJobSpec,
@@ -34,37 +33,7 @@ from kondense.runners.io import storage
 
 def resolve_uris(spec: CompressionJobSpec, base_dir: Path | None) -> CompressionJobSpec:
     """`spec` with relative local paths (model, data, output, students) made absolute."""
-
-    def fix(obj: SpecModel | None) -> Any:
-        if obj is None:
-            return None
-        return obj.model_copy(update={"uri": storage.resolve(obj.uri, base_dir)})  # type: ignore[attr-defined]
-
-    data = spec.data.model_copy(
-        update={
-            "calibration": fix(spec.data.calibration),
-            "evaluation": fix(spec.data.evaluation),
-            "training": fix(spec.data.training),
-        }
-    )
-    return spec.model_copy(
-        update={
-            "model": fix(spec.model),
-            "data": data,
-            "output": fix(spec.output),
-            "steps": [_resolve_student(step, base_dir) for step in spec.steps],
-        }
-    )
-
-
-def _resolve_student(step: Step, base_dir: Path | None) -> Step:
-    """A distill step's student.uri, like the model's, is relative to the manifest's folder."""
-    if step.distill is None or step.distill.student.uri is None:
-        return step
-    student = step.distill.student.model_copy(
-        update={"uri": storage.resolve(step.distill.student.uri, base_dir)}
-    )
-    return step.model_copy(update={"distill": step.distill.model_copy(update={"student": student})})
+    return spec.with_uris(lambda uri: storage.resolve(uri, base_dir))
 
 
 # Planned formats of a model that is not on this machine yet, by file name.

@@ -8,7 +8,7 @@ devicePools maps each class to its default pool.
 from __future__ import annotations
 
 from kondense.api.spec import CompressionJobSpec
-from kondense.api.steps import DeviceClass, recipe_device
+from kondense.api.steps import DeviceClass, recipe_device, step_info
 from kondense.operator.config import OperatorConfig, PoolConfig
 
 
@@ -29,11 +29,6 @@ class PoolLacksDevice(PoolError):
     or no pool is mapped for that device class."""
 
     reason = "PoolLacksDevice"
-
-
-def recipe_pool(spec: CompressionJobSpec, config: OperatorConfig) -> str | None:
-    """The configured pool for the device class the recipe needs (None: none is mapped)."""
-    return config.pool_for(recipe_device(spec.steps))
 
 
 def select_node_pool(spec: CompressionJobSpec, config: OperatorConfig) -> tuple[str, PoolConfig]:
@@ -66,14 +61,13 @@ def select_node_pool(spec: CompressionJobSpec, config: OperatorConfig) -> tuple[
 
 
 def _needs(spec: CompressionJobSpec) -> str:
-    """What in the recipe needs a GPU, for messages."""
-    return (
-        "fp16"
-        if any(
-            step.quantize is not None and step.quantize.mode.value == "fp16" for step in spec.steps
-        )
-        else "this recipe"
-    )
+    """The steps that need a GPU, by their recipe labels, for messages."""
+    labels = [
+        step_info(step).label(step.config)
+        for step in spec.steps
+        if step_info(step).device(step.config) is DeviceClass.gpu
+    ]
+    return ", ".join(dict.fromkeys(labels)) or "this recipe"
 
 
 def _gpu_advice(config: OperatorConfig) -> str:

@@ -15,11 +15,11 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from pydantic import ValidationError
 
 from kondense.api.crd import PLURAL
-from kondense.api.manifest import validation_problems
-from kondense.api.spec import API_GROUP, API_VERSION, KIND, CompressionJob, CompressionJobSpec
+from kondense.api.errors import BadInput
+from kondense.api.manifest import parse_job
+from kondense.api.spec import API_GROUP, API_VERSION, KIND, CompressionJobSpec
 from kondense.operator import metrics
 from kondense.operator.config import OperatorConfig
 from kondense.operator.jobs import (
@@ -59,9 +59,9 @@ def parse_spec(cj: Mapping[str, Any]) -> CompressionJobSpec | str:
         "spec": cj.get("spec") or {},
     }
     try:
-        return CompressionJob.model_validate(document).spec
-    except ValidationError as error:
-        return "\n".join(validation_problems(error))
+        return parse_job(document, "spec").spec
+    except BadInput as error:
+        return str(error)
 
 
 class Reconciler:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures.helm import CHART, by_kind, helm, render, values_args
+from fixtures.helm import CHART, by_kind, helm, render, template_error, values_args
 
 COMBINATIONS = {
     "defaults": [],
@@ -139,16 +139,8 @@ def test_device_pools_must_name_a_pool_that_provides_the_device(
     assert config["devicePools"] == {"gpu": "a100", "cpu": "cpu-small"}
     assert config["pools"]["cpu-small"]["device"] == "cpu"
     wrong = {**renamed, "devicePools": {"gpu": "cpu-small", "cpu": "cpu-small"}}
-    done = helm(
-        helm_bin,
-        "template",
-        "kd",
-        str(CHART),
-        *values_args(extra=wrong, tmp=tmp_path),
-        check=False,
-    )
-    assert done.returncode != 0
-    assert 'devicePools.gpu: pool "cpu-small" provides cpu, not gpu' in done.stderr
+    error = template_error(helm_bin, tmp_path, wrong)
+    assert 'devicePools.gpu: pool "cpu-small" provides cpu, not gpu' in error
 
 
 def test_servicemonitor_is_off_by_default_and_scrapes_the_metrics_service(helm_bin: Path) -> None:

@@ -6,34 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.helm import CHART, helm, values_args
-
-
-def _template_error(helm_bin: Path, tmp_path: Path, values: dict[str, Any]) -> str:
-    done = helm(
-        helm_bin,
-        "template",
-        "kd",
-        str(CHART),
-        *values_args(extra=values, tmp=tmp_path),
-        check=False,
-    )
-    assert done.returncode != 0, f"helm accepted {values}"
-    return done.stderr
+from fixtures.helm import template_error
 
 
 def test_misspelled_top_level_key_is_refused(helm_bin: Path, tmp_path: Path) -> None:
-    err = _template_error(helm_bin, tmp_path, {"replicaCount": 2})
+    err = template_error(helm_bin, tmp_path, {"replicaCount": 2})
     assert "additional properties 'replicaCount' not allowed" in err
 
 
 def test_misspelled_pool_key_is_refused_naming_the_pool(helm_bin: Path, tmp_path: Path) -> None:
-    err = _template_error(helm_bin, tmp_path, {"pools": {"cpu": {"nodeSelecter": {"a": "b"}}}})
+    err = template_error(helm_bin, tmp_path, {"pools": {"cpu": {"nodeSelecter": {"a": "b"}}}})
     assert "/pools/cpu" in err and "'nodeSelecter' not allowed" in err
 
 
 def test_wrong_type_is_refused_naming_the_key(helm_bin: Path, tmp_path: Path) -> None:
-    err = _template_error(helm_bin, tmp_path, {"metrics": {"port": "eighty"}})
+    err = template_error(helm_bin, tmp_path, {"metrics": {"port": "eighty"}})
     assert "/metrics/port" in err and "want integer" in err
 
 
@@ -49,10 +36,10 @@ def test_wrong_type_is_refused_naming_the_key(helm_bin: Path, tmp_path: Path) ->
 def test_value_outside_its_enum_is_refused(
     helm_bin: Path, tmp_path: Path, values: dict[str, Any], named: str
 ) -> None:
-    err = _template_error(helm_bin, tmp_path, values)
+    err = template_error(helm_bin, tmp_path, values)
     assert named in err and "value must be one of" in err
 
 
 def test_namespaced_rbac_without_namespaces_is_refused(helm_bin: Path, tmp_path: Path) -> None:
-    err = _template_error(helm_bin, tmp_path, {"rbac": {"scope": "namespaced"}})
+    err = template_error(helm_bin, tmp_path, {"rbac": {"scope": "namespaced"}})
     assert "watchNamespaces" in err

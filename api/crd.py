@@ -16,8 +16,10 @@ from kondense.api.outcome import Artifact, Results
 from kondense.api.spec import (
     API_GROUP,
     API_VERSION,
+    ARCHITECTURE_NEEDS_SAFETENSORS,
     DEFAULT_TIMEOUT_SECONDS,
     KIND,
+    NEEDS_ARCHITECTURE,
     NEEDS_CALIBRATION,
     NEEDS_TRAINING_DATA,
     TRAINING_OUTLASTS_TIMEOUT,
@@ -114,6 +116,18 @@ STEP_RULES = [
     )
 ]
 
+MODEL_RULES = [
+    _rule(
+        "!(has(self.format) && self.format == 'safetensors') || has(self.architecture)",
+        NEEDS_ARCHITECTURE,
+    ),
+    _rule(
+        "!has(self.architecture) || !has(self.format) || self.format == 'safetensors'",
+        ARCHITECTURE_NEEDS_SAFETENSORS,
+        ".architecture",
+    ),
+]
+
 OUTPUT_RULES = [
     _rule(
         " || ".join(
@@ -136,6 +150,7 @@ def spec_schema() -> dict[str, Any]:
     props = schema["properties"]
     props["steps"]["items"]["x-kubernetes-validations"] = STEP_RULES
     props["output"]["x-kubernetes-validations"] = OUTPUT_RULES
+    props["model"]["x-kubernetes-validations"] = MODEL_RULES
     return schema
 
 
@@ -231,6 +246,13 @@ PRINTER_COLUMNS = [
         "type": "number",
         "jsonPath": ".status.results.metricDrop",
         "description": "baseline metric - compressed metric",
+    },
+    {
+        "name": "Evaluated-On",
+        "type": "string",
+        "jsonPath": ".status.results.evaluationData",
+        "description": "the inputs the metric was measured on: user, builtin-text, "
+        "builtin-images or synthetic",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -40,6 +41,28 @@ class Figures(ReportModel):
     metric: float | None = Field(default=None, description="The task metric's value.")
 
 
+class EvaluationData(StrEnum):
+    """What the quality metric was measured on."""
+
+    user = "user"  # spec.data.evaluation
+    builtin_text = "builtin-text"  # kondense's own corpus of sentences, tokenized
+    builtin_images = "builtin-images"  # kondense's own generated images
+    synthetic = "synthetic"  # random inputs of the model's shapes: only gross breakage shows
+
+
+class CpuInfo(ReportModel):
+    """The CPU a result was measured on, as far as INT8 speed and accuracy depend on it."""
+
+    model: str = Field(description="The CPU's model name.")
+    int8_dot_product: str = Field(
+        description="The fastest integer dot-product instructions it has: amx, avx512-vnni, "
+        "avx-vnni, avx2, arm-dotprod or none."
+    )
+    flags: list[str] = Field(
+        default_factory=list, description="The INT8-relevant instruction-set flags present."
+    )
+
+
 class Results(ReportModel):
     baseline: Figures
     compressed: Figures
@@ -51,6 +74,15 @@ class Results(ReportModel):
     threads: int
     batch_size: int
     sequence_length: int | None = None
+    evaluation_data: EvaluationData | None = Field(
+        default=None,
+        description="What the metric was measured on: user (spec.data.evaluation), "
+        "builtin-text, builtin-images, or synthetic inputs (which only show gross breakage).",
+    )
+    evaluation_samples: int | None = Field(
+        default=None, ge=0, description="How many samples the metric was measured on."
+    )
+    cpu: CpuInfo | None = Field(default=None, description="The CPU the result was measured on.")
     accepted: bool = Field(default=True, description="False when a quality/speed gate failed.")
     verdict: str | None = Field(default=None, description="Why the result was rejected.")
 

@@ -44,6 +44,7 @@ class ModelFormat(StrEnum):
     huggingface = "huggingface"
     torchscript = "torchscript"
     exported_program = "exported-program"
+    safetensors = "safetensors"
 
 
 class Task(StrEnum):
@@ -74,6 +75,10 @@ class TensorSpec(SpecModel):
     dtype: DType = Field(default=DType.float32, description="Element type of the input.")
 
 
+# 'package.module:function', as entry points name a callable.
+ARCHITECTURE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class ModelSource(SpecModel):
     uri: str = Field(
         min_length=1,
@@ -86,8 +91,23 @@ class ModelSource(SpecModel):
     )
     format: ModelFormat | None = Field(
         default=None,
-        description="onnx, huggingface, torchscript or exported-program; detected from the "
-        "file when omitted.",
+        description="onnx, huggingface, torchscript, exported-program or safetensors; detected "
+        "from the file when omitted.",
+    )
+    architecture: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=ARCHITECTURE_PATTERN,
+        description=(
+            "safetensors models: the callable that builds the network, as "
+            "'package.module:function', importable in the runner's environment. It returns "
+            "the torch.nn.Module whose weights the safetensors file holds; nothing is unpickled."
+        ),
+    )
+    architecture_args: dict[str, Any] | None = Field(
+        default=None,
+        description="safetensors models: keyword arguments passed to the architecture callable.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     task: Task = Field(
         default=Task.generic,
@@ -189,6 +209,7 @@ class OptimizeConfig(SpecModel):
 
 
 class QuantizeMode(StrEnum):
+    auto = "auto"
     dynamic = "dynamic"
     static = "static"
     fp16 = "fp16"
@@ -202,7 +223,11 @@ class CalibrationMethod(StrEnum):
 
 class QuantizeConfig(SpecModel):
     mode: QuantizeMode = Field(
+        default=QuantizeMode.auto,
         description=(
+            "auto (the default): INT8 chosen per operator on the CPU it runs on: dynamic for "
+            "transformer MatMuls, static per-channel for convolutions when calibration data "
+            "(or a built-in set) fits the inputs, float for what measures slower in INT8. "
             "dynamic: INT8 weights, activations quantized at run time (no data needed). "
             "static: INT8 weights and activations (QDQ) calibrated on spec.data.calibration. "
             "fp16: half-precision weights and compute, for GPUs."
@@ -519,6 +544,14 @@ TRAINING_OUTLASTS_TIMEOUT = (
     "spec.timeoutSeconds, or the Job is killed before training ends; lower "
     "maxTrainSeconds or raise timeoutSeconds"
 )
+NEEDS_ARCHITECTURE = (
+    "spec.model.architecture: a safetensors model needs the callable that builds it, as "
+    "'package.module:function' importable in the runner image"
+)
+ARCHITECTURE_NEEDS_SAFETENSORS = (
+    "spec.model.architecture: only safetensors models take an architecture; remove it or set "
+    "format: safetensors"
+)
 UNWRITABLE_OUTPUT = (
     "spec.output.uri: use s3://bucket/prefix, pvc://claim/path or a file path; other "
     "schemes cannot be written to"
@@ -547,6 +580,11 @@ def cross_field_problems(spec: CompressionJobSpec) -> list[str]:
         problems.append(TRAINING_OUTLASTS_TIMEOUT)
     if not writable_output(spec.output.uri):
         problems.append(UNWRITABLE_OUTPUT)
+    model = spec.model
+    if model.format is ModelFormat.safetensors and model.architecture is None:
+        problems.append(NEEDS_ARCHITECTURE)
+    if model.architecture is not None and model.format not in (None, ModelFormat.safetensors):
+        problems.append(ARCHITECTURE_NEEDS_SAFETENSORS)
     return problems
 
 

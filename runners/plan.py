@@ -148,7 +148,7 @@ def settle_optimize(
     """
     reasons: dict[str, str] = {}
     changes: dict[str, object] = {}
-    int8 = any(q.mode in (QuantizeMode.dynamic, QuantizeMode.static) for q in later_quantize)
+    int8 = any(q.mode is not QuantizeMode.fp16 for q in later_quantize)
     if int8 and config.transformer is TransformerFusion.auto:
         changes["transformer"] = TransformerFusion.off
         reasons["transformerFusion"] = "skipped: INT8 quantization follows"

@@ -70,7 +70,7 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
     ctx.progress("quantize: shape inference", 0, 2)
     prepared, how = preprocess(model.path, ctx.workdir / "preprocessed.onnx", large=large)
     ctx.report("quantizePreprocess", how)
-    if config.mode is QuantizeMode.dynamic:
+    if config.mode in (QuantizeMode.dynamic, QuantizeMode.auto):  # auto: see #10 part 3
         ctx.progress("quantize: dynamic INT8", 1, 2)
         quantize_dynamic_int8(prepared, target, config, large=large)
     else:

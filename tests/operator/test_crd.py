@@ -54,7 +54,8 @@ def test_schema_is_structural_without_refs_or_unions() -> None:
 def test_explain_text_and_bounds_come_from_the_models() -> None:
     spec = spec_schema()
     quantize = spec["properties"]["steps"]["items"]["properties"]["quantize"]
-    assert quantize["properties"]["mode"]["enum"] == ["dynamic", "static", "fp16"]
+    assert quantize["properties"]["mode"]["enum"] == ["auto", "dynamic", "static", "fp16"]
+    assert quantize["properties"]["mode"]["default"] == "auto"
     assert "calibrated on spec.data.calibration" in quantize["properties"]["mode"]["description"]
     amount = spec["properties"]["steps"]["items"]["properties"]["prune"]["properties"]["amount"]
     assert amount["minimum"] == 0 and amount["maximum"] == 1 and amount["exclusiveMaximum"]
@@ -126,6 +127,7 @@ def test_status_subresource_printer_columns_and_short_name() -> None:
         "Size-Ratio": ".status.results.sizeRatio",
         "Speedup": ".status.results.speedup",
         "Metric-Drop": ".status.results.metricDrop",
+        "Evaluated-On": ".status.results.evaluationData",
         "Age": ".metadata.creationTimestamp",
         "Message": ".status.message",
     }

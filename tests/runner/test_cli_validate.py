@@ -103,7 +103,7 @@ def test_schema_is_openapi_without_refs_in_json_and_yaml() -> None:
     assert "x-kubernetes-validations" in schema
     steps = schema["properties"]["steps"]
     mode = steps["items"]["properties"]["quantize"]["properties"]["mode"]
-    assert mode["enum"] == ["dynamic", "static", "fp16"]
+    assert mode["enum"] == ["auto", "dynamic", "static", "fp16"]
     assert "maxMetricDrop" in schema["properties"]["evaluation"]["properties"]
     as_yaml = yaml.safe_load(runner.invoke(app, ["schema", "--format", "yaml"]).output)
     assert as_yaml == schema

@@ -167,9 +167,12 @@ class Reconciler:
         self._delete_older_generations(jobs, generation)
         job_name = runner_job_name(name, generation)
         job = next((j for j in jobs if j["metadata"]["name"] == job_name), None)
-        finished = current.get("observedGeneration") == generation and (
-            current.get("phase") in TERMINAL
-        )
+        if current.get("observedGeneration") == generation and current.get("phase") in TERMINAL:
+            # A generation's terminal status is final: its runner pod may be gone (pod GC, node
+            # scale-down, a manual delete) and with it the termination message, or its pool may
+            # have left the configuration; neither may rewrite or erase what it found.
+            self._record_finished(cj)
+            return
         spec = parse_spec(cj)
         if isinstance(spec, str):
             # The CRD's schema admits almost nothing the models refuse; what it lets through
@@ -188,16 +191,18 @@ class Reconciler:
                 return
             # Created before the configuration changed: report the pool it runs on.
             pool_name = job["metadata"]["labels"].get(LABEL_POOL, "")
-        if job is None and finished:
-            # Done for this generation and its Job is gone (deleted by hand): keep the result.
-            metrics.TABLE.record(namespace, name, current)
-            return
         if job is None:
             job = self._create_job(
                 build_runner_job(meta, spec, pool_name, pool, self.config.backoff_limit)
             )
         pods = self._pods(namespace, meta["uid"], generation)
         self._write(cj, current, compute_status(cj, spec, pool_name, job, pods, now))
+
+    def _record_finished(self, cj: dict[str, Any]) -> None:
+        meta = cj["metadata"]
+        metrics.TABLE.record(meta["namespace"], meta["name"], cj.get("status") or {})
+        with self._locks_guard:
+            self._active.discard((meta["namespace"], meta["name"]))
 
     def _write(self, cj: dict[str, Any], current: dict[str, Any], desired: dict[str, Any]) -> None:
         meta = cj["metadata"]

@@ -290,8 +290,17 @@ def _status_for(
 
 def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any] | None:
     """A JSON merge patch turning `current` into `desired` (None when nothing changes).
-    Keys the operator no longer reports are removed (e.g. results of an older generation)."""
-    patch: dict[str, Any] = {k: v for k, v in desired.items() if current.get(k) != v}
+    Keys the operator no longer reports are removed (e.g. results of an older generation), at
+    every depth: a merge patch merges nested objects, so `runner.pod` of an older generation
+    would otherwise survive."""
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        before = current.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            if (nested := status_patch(before, value)) is not None:
+                patch[key] = nested
+        elif before != value:
+            patch[key] = value
     patch.update({k: None for k in current if k not in desired})
     return patch or None
 

@@ -116,7 +116,7 @@ def test_int8_job_succeeds_on_a_cpu_node_with_results_artifacts_and_columns(
     header, row = table.stdout.splitlines()[:2]
     assert header.split() == [
         "NAME", "PHASE", "REASON", "RECIPE", "POOL", "SIZE-RATIO", "SPEEDUP", "METRIC-DROP",
-        "AGE",
+        "EVALUATED-ON", "AGE",
     ]  # fmt: skip
     cells = row.split()
     assert cells[1:5] == ["Succeeded", "Succeeded", "int8-dynamic", "cpu"]
@@ -130,6 +130,38 @@ def test_int8_job_succeeds_on_a_cpu_node_with_results_artifacts_and_columns(
         r'kondense_compressionjob_size_ratio\{[^}]*name="tiny-int8"[^}]*\} [0-9.]+', scraped
     )
     assert re.search(r'kondense_compressionjobs\{[^}]*phase="Succeeded"[^}]*\} [1-9]', scraped)
+
+
+@pytest.mark.slow
+def test_the_smallest_minilm_manifest_succeeds_on_built_in_sentences(
+    cluster: Cluster, operator: Operator, kop_namespace: str
+) -> None:
+    """What a new user applies first: a Hugging Face model, export, dynamic INT8, no data."""
+    from fixtures.models import minilm_path
+
+    out = operator.workdir / "out-minilm"
+    apply(
+        cluster,
+        kop_namespace,
+        compression_job(
+            "minilm",
+            model={
+                "uri": f"file://{minilm_path()}",
+                "format": "huggingface",
+                "task": "text-embedding",
+            },
+            steps=[{"export": {}}, {"quantize": {"mode": "dynamic"}}],
+            output={"uri": f"file://{out}"},
+        ),
+    )
+    body = wait_cj(cluster, kop_namespace, "minilm", phase_is("Succeeded", "Failed"), 900)
+    status = body["status"]
+    assert status["phase"] == "Succeeded", f"{status.get('message')}\n{operator.log()}"
+    results = status["results"]
+    assert results["evaluationData"] == "builtin-text"
+    assert results["evaluationSamples"] >= 250
+    assert results["metricName"] == "cosine" and results["metricDrop"] <= 0.01
+    assert "built-in sentences" in status["message"] and "built-in sentences" in results["verdict"]
 
 
 def test_fp16_job_runs_on_the_gpu_node(
@@ -414,3 +446,65 @@ def test_pvc_uris_are_mounted_for_the_runner(
             assert (volume / "out" / name).stat().st_size == size
     finally:
         core.delete_persistent_volume(pv_name)
+
+
+def reconcile_once(
+    cluster: Cluster, operator: Operator, namespace: str, name: str, drop_pool: str = ""
+) -> dict[str, Any]:
+    """What any event about `name` does (the operator's Reconciler, in this process, with the
+    operator's configuration less `drop_pool`); returns the CompressionJob afterwards."""
+    import yaml
+    from kubernetes import client
+
+    from kondense.operator.config import parse_config
+    from kondense.operator.reconcile import Reconciler
+
+    document = yaml.safe_load(operator.config.read_text())
+    document["pools"].pop(drop_pool, None)
+    config = parse_config(document, str(operator.config), operator.config.parent)
+    Reconciler(cluster.api_client, config).reconcile_named(namespace, name)
+    api = client.CustomObjectsApi(cluster.api_client)
+    body: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return body
+
+
+def _succeeded(cluster: Cluster, operator: Operator, namespace: str, name: str) -> dict[str, Any]:
+    spec = recipe(
+        operator.workdir / "tiny.onnx", operator.workdir / f"out-{namespace}-{name}",
+        {"quantize": {"mode": "dynamic"}}, nodePool="cpu",
+    )  # fmt: skip
+    apply(cluster, namespace, compression_job(name, **spec))
+    body = wait_cj(cluster, namespace, name, phase_is("Succeeded", "Failed"), 240)
+    assert body["status"]["phase"] == "Succeeded", body["status"]["message"]
+    assert body["status"]["results"] and body["status"]["artifacts"]
+    return body
+
+
+def test_results_survive_the_deletion_of_a_finished_jobs_runner_pod(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    """Pod GC, node scale-down or a manual delete: the DELETED event reconciles a finished Job
+    whose pod (and so its termination message) is gone. The result is kept."""
+    from kubernetes import client
+
+    done = _succeeded(cluster, operator, kop_namespace, "pod-gone")
+    core = client.CoreV1Api(cluster.api_client)
+    for pod in runner_pods(cluster, kop_namespace):
+        core.delete_namespaced_pod(pod.metadata.name, kop_namespace, grace_period_seconds=0)
+    _wait_empty(core.list_namespaced_pod, kop_namespace)
+    after = reconcile_once(cluster, operator, kop_namespace, "pod-gone")
+    assert after["status"] == done["status"]
+
+
+def test_a_pool_removed_from_the_config_leaves_a_finished_job_as_it_was(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    from kubernetes import client
+
+    done = _succeeded(cluster, operator, kop_namespace, "pool-gone")
+    client.BatchV1Api(cluster.api_client).delete_namespaced_job(
+        "pool-gone-g1", kop_namespace, propagation_policy="Background"
+    )
+    _wait_gone(cluster, kop_namespace, "pool-gone-g1")
+    after = reconcile_once(cluster, operator, kop_namespace, "pool-gone", drop_pool="cpu")
+    assert after["status"] == done["status"]

@@ -239,3 +239,27 @@ def test_image_pull_error_stalls_the_job_and_a_plain_wait_does_not() -> None:
     assert status["reason"] == "PodPending"
     assert conditions(status)["Stalled"][0] == "False"
     assert conditions(status)["Reconciling"][0] == "True"
+
+
+def test_a_new_generation_clears_the_runner_pod_and_node_of_the_old_one() -> None:
+    """A merge patch merges nested objects: runner.pod and runner.node of generation 1 must be
+    removed explicitly when generation 2 has no pod yet."""
+    old = status_of(cj(), "cpu", job(), [pod("p1", "Running")], NOW)
+    new = status_of(cj(generation=2, status=old), "cpu", None, [], NOW)
+    patch = status_patch(old, new)
+    assert patch is not None
+    assert patch["runner"]["pod"] is None and patch["runner"]["node"] is None
+    assert apply_merge_patch(old, patch)["runner"] == new["runner"]
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the apiserver applies a status merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result

@@ -109,7 +109,7 @@ def run_job(
 
 
 def _load_model(spec: CompressionJobSpec, work: Path) -> Model:
-    from kondense.runners.model import formats, onnx_files
+    from kondense.runners.model import architecture, formats, onnx_files
 
     path, detected = formats.locate_model(storage.fetch(spec.model.uri, work / "input"))
     declared = spec.model.format
@@ -122,7 +122,8 @@ def _load_model(spec: CompressionJobSpec, work: Path) -> Model:
     if detected == ModelFormat.onnx:
         onnx_files.check_onnx(path)
     assets = path if detected == ModelFormat.huggingface else None
-    return Model(path=path, format=detected, assets=assets)
+    module = architecture.source_module(path, detected, spec.model)  # safetensors: built here
+    return Model(path=path, format=detected, module=module, assets=assets)
 
 
 def _export(

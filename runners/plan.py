@@ -41,6 +41,7 @@ _SUFFIX_FORMATS = {
     ".onnx": ModelFormat.onnx,
     ".pt2": ModelFormat.exported_program,
     ".ts": ModelFormat.torchscript,
+    ".safetensors": ModelFormat.safetensors,
 }
 
 

@@ -6,6 +6,8 @@ dicts) are refused before anything reads them, naming the formats kondense reads
 
 from __future__ import annotations
 
+import json
+import struct
 import zipfile
 from pathlib import Path
 
@@ -15,7 +17,9 @@ from kondense.api.spec import ModelFormat
 FIELD = "spec.model.uri"
 SAFE_FORMATS = (
     "a Hugging Face directory with safetensors weights (save_pretrained(safe_serialization="
-    "True)), ONNX (.onnx), TorchScript (torch.jit.save) or torch.export (.pt2, torch.export.save)"
+    "True)), ONNX (.onnx), TorchScript (torch.jit.save), torch.export (.pt2, torch.export.save) "
+    "or a .safetensors file of your own network with spec.model.architecture naming the "
+    "function that builds it"
 )
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 
@@ -37,6 +41,14 @@ def detect_format(path: Path) -> ModelFormat:
     # Pickle protocol 2+ starts with the PROTO opcode 0x80: a legacy torch.save checkpoint.
     if head[:1] == b"\x80" or path.suffix.lower() in PICKLE_SUFFIXES:
         raise _pickle_refused(path)
+    if _is_safetensors(path):
+        return ModelFormat.safetensors
+    if path.suffix.lower() == ".safetensors":
+        raise BadInput(
+            f"{path.name} is named .safetensors but is not a safetensors file (no valid "
+            "header); save the weights with safetensors.torch.save_model",
+            field=FIELD,
+        )
     if path.suffix.lower() == ".onnx" or _parses_as_onnx(path):
         return ModelFormat.onnx
     raise BadInput(
@@ -47,12 +59,16 @@ def detect_format(path: Path) -> ModelFormat:
 def locate_model(path: Path) -> tuple[Path, ModelFormat]:
     """The model file or Hugging Face directory at `path`, and its format.
 
-    A directory holding exactly one .onnx file (and perhaps its external data) is that file.
+    A directory holding exactly one .onnx file (and perhaps its external data) is that file;
+    one without config.json holding exactly one .safetensors file is that file.
     """
     if path.is_dir():
         onnx_files = sorted(path.glob("*.onnx"))
-        if len(onnx_files) == 1 and not any(path.glob("*.safetensors")):
+        weights = sorted(path.glob("*.safetensors"))
+        if len(onnx_files) == 1 and not weights:
             return onnx_files[0], ModelFormat.onnx
+        if len(weights) == 1 and not onnx_files and not (path / "config.json").exists():
+            return weights[0], detect_format(weights[0])
     return path, detect_format(path)
 
 
@@ -100,6 +116,24 @@ def _pickle_refused(path: Path) -> BadInput:
         f"so kondense refuses it. Use {SAFE_FORMATS}",
         field=FIELD,
     )
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then that many bytes of
+    JSON object, then the raw tensor data. Only the header is read."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            return False
+        (length,) = struct.unpack("<Q", prefix)
+        if not 2 <= length <= size - 8 or length > 100_000_000:
+            return False
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError:
+            return False
+    return isinstance(header, dict)
 
 
 def _parses_as_onnx(path: Path) -> bool:

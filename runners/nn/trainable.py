@@ -28,7 +28,8 @@ def load_module(
 ) -> torch.nn.Module:
     """The model as a torch module with real layers to prune or train.
 
-    In-memory modules (from an earlier step) and Hugging Face directories qualify; TorchScript
+    In-memory modules (from an earlier step, or a safetensors model built by its architecture
+    when it was loaded) and Hugging Face directories qualify; TorchScript
     too when `torchscript` (its weights can change in place, its layers cannot be resized).
     torch.export programs and ONNX are graphs without editable layers and are refused.
     """
@@ -39,7 +40,9 @@ def load_module(
 
         return load_torchscript(model.path)
     if model.format is not ModelFormat.huggingface:
-        kinds = "a Hugging Face directory" + (" or TorchScript" if torchscript else "")
+        kinds = "a Hugging Face directory, a .safetensors file with spec.model.architecture" + (
+            " or TorchScript" if torchscript else ""
+        )
         raise BadInput(
             f"the {step} step needs a PyTorch model with layers ({kinds}); "
             f"{model.format.value} models are compiled graphs whose layers cannot be changed. "

@@ -1,7 +1,8 @@
 """The prune step: magnitude (unstructured) or structured (channel) pruning of a PyTorch model,
 optionally fine-tuned on spec.data.training to win back accuracy.
 
-Input: an in-memory module from an earlier step or a Hugging Face directory. Output: the pruned
+Input: an in-memory module (from an earlier step, or a safetensors model built by its
+architecture) or a Hugging Face directory. Output: the pruned
 module in memory (and, for Hugging Face models, saved as a directory); `export` turns it into
 ONNX for the steps after it.
 """
@@ -62,7 +63,8 @@ def run(model: Model, config: PruneConfig, ctx: StepContext) -> Model:
         if trainable.is_torchscript(module):
             raise BadInput(
                 "structured pruning resizes layers, which a TorchScript model cannot do; give "
-                "the model as a Hugging Face directory or use method: magnitude",
+                "the model as a Hugging Face directory or as a .safetensors file with "
+                "spec.model.architecture, or use method: magnitude",
                 field="prune.method",
             )
         if layers.transformer_layers(module) is not None:

@@ -1,0 +1,197 @@
+"""Models defined in code: a network built by a callable of the runner's environment
+(spec.model.architecture, 'package.module:function'), its weights loaded from a safetensors
+file (spec.model.uri). Nothing is unpickled.
+
+The callable is imported from the runner's own environment (the runner image, or the
+environment `kondense run` runs in), never from the model's folder: code comes from whoever
+built the image, weights from the model URI. Packages get into a cluster's runner image
+through a derived image (examples/runner-derived.Dockerfile).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kondense.api.errors import BadInput
+from kondense.api.spec import (
+    ARCHITECTURE_NEEDS_SAFETENSORS,
+    NEEDS_ARCHITECTURE,
+    ModelFormat,
+    ModelSource,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+FIELD = "spec.model.architecture"
+ARGS_FIELD = "spec.model.architectureArgs"
+WEIGHTS_FIELD = "spec.model.uri"
+DERIVED_IMAGE_ADVICE = (
+    "install the package that defines it into the runner's environment (on a cluster: a "
+    "runner image derived from kondense's, see examples/runner-derived.Dockerfile)"
+)
+# Packages whose callables run commands, unpickle files or fetch remote code; a network is
+# built by the user's own package, never by these.
+REFUSED_PACKAGES = frozenset(
+    {"kondense", "torch", "transformers", "huggingface_hub", "numpy", "yaml", "onnx"}
+)
+# How many key names an error lists before it says "and N more".
+SHOWN = 5
+
+
+def source_module(path: Path, detected: ModelFormat, source: ModelSource) -> torch.nn.Module | None:
+    """The network of a safetensors model, in eval mode, with the weights at `path`; None
+    for every other format (those load from their files).
+
+    BadInput when a safetensors model has no architecture, or an architecture is given for
+    another format (the cross-field rules catch only a declared format; this is the detected
+    one).
+    """
+    if detected is not ModelFormat.safetensors:
+        if source.architecture is not None:
+            raise BadInput(
+                f"{ARCHITECTURE_NEEDS_SAFETENSORS} ({path.name} is a {detected.value} model)"
+            )
+        return None
+    if source.architecture is None:
+        raise BadInput(f"{NEEDS_ARCHITECTURE} ({path.name} is a safetensors file)")
+    module = build_architecture(source.architecture, source.architecture_args or {})
+    load_weights(module, path)
+    return module.eval()
+
+
+def build_architecture(name: str, args: Mapping[str, Any]) -> torch.nn.Module:
+    """Call the callable `name` ('package.module:function') with `args` as keyword arguments.
+
+    BadInput (field spec.model.architecture or architectureArgs) when it cannot be imported,
+    when the arguments do not fit its signature, when it raises, or when it returns anything
+    but a torch.nn.Module.
+    """
+    import torch
+
+    build = import_callable(name)
+    _check_arguments(build, name, args)
+    try:
+        module = build(**args)
+    except Exception as error:
+        raise BadInput(
+            f"{name}(**architectureArgs) raised {type(error).__name__}: {error}; check "
+            "spec.model.architectureArgs against what the function expects",
+            field=FIELD,
+        ) from error
+    if not isinstance(module, torch.nn.Module):
+        raise BadInput(
+            f"{name} returned a {type(module).__module__}.{type(module).__qualname__}, not a "
+            "torch.nn.Module; name the function or class that builds the network",
+            field=FIELD,
+        )
+    return module
+
+
+def import_callable(name: str) -> Callable[..., Any]:
+    """The callable 'package.module:function' names, imported from the runner's environment."""
+    module_name, _, attribute = name.partition(":")
+    package = module_name.split(".")[0]
+    if package in sys.stdlib_module_names or package in REFUSED_PACKAGES:
+        raise BadInput(
+            f"{name} is part of {package}, which kondense does not call as an architecture "
+            "(its functions can run commands or load pickles); name a function of the package "
+            "that defines your network",
+            field=FIELD,
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # ImportError, or whatever importing the module raised
+        raise BadInput(
+            f"cannot import {module_name} ({type(error).__name__}: {error}); "
+            f"{DERIVED_IMAGE_ADVICE}",
+            field=FIELD,
+        ) from error
+    build = getattr(module, attribute, None)
+    if build is None:
+        raise BadInput(
+            f"{module_name} has no attribute {attribute!r}; name the function or class that "
+            "builds the network, as 'package.module:function'",
+            field=FIELD,
+        )
+    if not callable(build):
+        raise BadInput(f"{name} is a {type(build).__name__}, not a function or class", field=FIELD)
+    result: Callable[..., Any] = build
+    return result
+
+
+def _check_arguments(build: Callable[..., Any], name: str, args: Mapping[str, Any]) -> None:
+    try:
+        signature = inspect.signature(build)
+    except (TypeError, ValueError):  # some builtins have none; calling them tells
+        return
+    try:
+        signature.bind(**args)
+    except TypeError as error:
+        raise BadInput(
+            f"{dict(args)} do not fit {name}{signature}: {error}", field=ARGS_FIELD
+        ) from error
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    """Load the safetensors file at `path` into `module`, every key accounted for.
+
+    BadInput (field spec.model.uri) naming the missing and unexpected keys and the shapes
+    that differ: weights of another network, or of this one built with other arguments.
+    Parameters tied to one another (saved once by safetensors) count as present when one of
+    them is.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise BadInput(
+            f"cannot read {path.name} as safetensors: {error}", field=WEIGHTS_FIELD
+        ) from error
+    expected = module.state_dict()
+    tied = _tied_names(expected)
+    missing = [k for k in expected if k not in weights and not tied.get(k, set()) & weights.keys()]
+    unexpected = [k for k in weights if k not in expected]
+    shapes = [
+        f"{k} {list(weights[k].shape)} (the network has {list(expected[k].shape)})"
+        for k in weights
+        if k in expected and weights[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {_listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_listed(unexpected)}")
+    if shapes:
+        problems.append(f"other shapes: {_listed(shapes)}")
+    if problems:
+        raise BadInput(
+            f"the weights in {path.name} do not fit the network spec.model.architecture builds: "
+            f"{'; '.join(problems)}. Check that the file was saved from this architecture with "
+            "the same spec.model.architectureArgs",
+            field=WEIGHTS_FIELD,
+        )
+    module.load_state_dict(weights, strict=False)  # the tied names left out are the same tensor
+
+
+def _tied_names(state: Mapping[str, torch.Tensor]) -> dict[str, set[str]]:
+    """Each name whose tensor shares storage with others, and those others' names."""
+    by_storage: dict[tuple[int, int], set[str]] = {}
+    for name, tensor in state.items():
+        if tensor.numel():
+            key = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()))
+            by_storage.setdefault(key, set()).add(name)
+    return {n: group - {n} for group in by_storage.values() if len(group) > 1 for n in group}
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:SHOWN])
+    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return f"{len(names)} ({shown}{more})"

@@ -84,7 +84,25 @@ class Results(ReportModel):
     )
     cpu: CpuInfo | None = Field(default=None, description="The CPU the result was measured on.")
     accepted: bool = Field(default=True, description="False when a quality/speed gate failed.")
-    verdict: str | None = Field(default=None, description="Why the result was rejected.")
+    verdict: str | None = Field(
+        default=None,
+        description="Why the result was rejected, or what to know about an accepted one "
+        "(measured without the user's data, fp16 speed not judged on a CPU).",
+    )
+
+    def measured_on(self) -> str:
+        """What the metric was measured on, in words: '300 built-in sentences'."""
+        samples = f"{self.evaluation_samples} " if self.evaluation_samples else ""
+        kind = self.evaluation_data or EvaluationData.user
+        return (
+            samples
+            + {
+                EvaluationData.user: "samples of spec.data.evaluation",
+                EvaluationData.builtin_text: "built-in sentences",
+                EvaluationData.builtin_images: "built-in generated images",
+                EvaluationData.synthetic: "synthetic inputs",
+            }[kind]
+        )
 
 
 class StepTiming(ReportModel):

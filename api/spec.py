@@ -256,6 +256,14 @@ class QuantizeConfig(SpecModel):
         max_length=1024,
         description="INT8: node names left in float32.",
     )
+    keep_float: int = Field(
+        default=3,
+        ge=0,
+        le=64,
+        description="Dynamic INT8: at most this many weighted operators stay in float32: those "
+        "whose quantization measurably costs the most accuracy on tuning data, kept only while "
+        "the output cosine there is under 0.99. 0 quantizes every one and skips the measurement.",
+    )
 
 
 class PruneMethod(StrEnum):

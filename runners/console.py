@@ -19,7 +19,7 @@ def summary(results: Results | None) -> str:
     speed = faster(results.baseline.latency_ms_p50, results.compressed.latency_ms_p50)
     return (
         f"{smaller(results.baseline.bytes, results.compressed.bytes)}, {speed}, "
-        f"{results.metric_name} drop {results.metric_drop:.6f}"
+        f"{results.metric_name} drop {results.metric_drop:.6f} on {results.measured_on()}"
     )
 
 

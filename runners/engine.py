@@ -25,7 +25,7 @@ from kondense.api.spec import (
 )
 from kondense.runners.core import Model, Progress, StepContext, no_progress
 from kondense.runners.io import storage
-from kondense.runners.measure.gates import fp16_cpu_verdict, gate_problems
+from kondense.runners.measure.gates import evaluation_note, fp16_cpu_verdict, gate_problems
 from kondense.runners.measure.side_by_side import check_data, measure_pair, model_files
 from kondense.runners.model import MODEL_FILE
 from kondense.runners.model.assets import copy_assets, hf_assets_dir
@@ -89,8 +89,8 @@ def run_job(
         write_output(result, original, out)
         problems = gate_problems(results, spec)
         accepted = not problems
-        note = fp16_cpu_verdict(results, spec)
-        verdict = "; ".join([*problems, *([note] if note else [])]) or None
+        notes = [n for n in (evaluation_note(results, spec), fp16_cpu_verdict(results, spec)) if n]
+        verdict = "; ".join([*problems, *notes]) or None
         results = results.model_copy(update={"accepted": accepted, "verdict": verdict})
         report = Report(artifacts=storage.describe(out, target), results=results, steps=run.timings)
         (out / storage.REPORT_NAME).write_text(json.dumps(report.to_json_dict(), indent=2) + "\n")

@@ -190,10 +190,12 @@ def _iter_jsonl(
                 )
             taken += 1
             if len(texts) == batch_size:
-                yield _tokenize(tokenizer, texts, labels, input_names, sequence_length, path)
+                yield tokenize_texts(
+                    tokenizer, texts, labels, input_names, sequence_length, path.name
+                )
                 texts, labels = [], []
     if texts:
-        yield _tokenize(tokenizer, texts, labels, input_names, sequence_length, path)
+        yield tokenize_texts(tokenizer, texts, labels, input_names, sequence_length, path.name)
     if taken == 0:
         raise BadInput(f"data file {path.name} has no text lines")
 
@@ -225,14 +227,16 @@ def _parse_line(
     return record["text"], label
 
 
-def _tokenize(
+def tokenize_texts(
     tokenizer: Any,
     texts: list[str],
     labels: list[int],
     input_names: Sequence[str],
     sequence_length: int,
-    path: Path,
+    source: str,
 ) -> Batch:
+    """One batch of `texts`, padded or truncated to `sequence_length`; `source` names the data
+    in errors."""
     encoded = tokenizer(
         texts,
         padding="max_length",
@@ -243,8 +247,8 @@ def _tokenize(
     missing = [name for name in input_names if name not in encoded]
     if missing:
         raise BadInput(
-            f"data file {path.name}: the tokenizer produces {sorted(encoded.keys())} but the "
-            f"model expects inputs {list(input_names)}; use .npz data with those arrays"
+            f"data {source}: the tokenizer produces {sorted(encoded.keys())} but the model "
+            f"expects inputs {list(input_names)}; use .npz data with those arrays"
         )
     return Batch(
         inputs={name: np.asarray(encoded[name], dtype=np.int64) for name in input_names},

@@ -5,49 +5,60 @@ the evaluation data (or synthetic inputs), latency and throughput, size, paramet
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from kondense.api.errors import BadInput
-from kondense.api.outcome import Figures, Results
-from kondense.api.spec import CompressionJobSpec
+from kondense.api.outcome import EvaluationData, Figures, Results
+from kondense.api.spec import CompressionJobSpec, DataSource
 from kondense.runners.core import Model, Progress
 
 # Evaluation runs in batches of this size unless the model fixes its batch dimension.
 EVAL_BATCH = 32
-SYNTHETIC_SAMPLES = 64
 
 
-def _eval_batches(
-    spec: CompressionJobSpec, signatures: list[Any], tokenizer_dir: Path | None
-) -> Iterator[Any]:
-    from kondense.runners.io import data
+def _eval_data(
+    spec: CompressionJobSpec, signatures: list[Any], assets: Path | None
+) -> tuple[EvaluationData, Iterable[Any]]:
+    """The evaluation inputs and what they are: the user's data, else built-in inputs that fit
+    the model (held-out sentences or generated images), else synthetic ones."""
+    from kondense.runners.io import builtin
 
-    names = [s.name for s in signatures]
     fixed_batch = signatures[0].shape[0] if signatures and signatures[0].shape else None
     batch_size = fixed_batch if isinstance(fixed_batch, int) else EVAL_BATCH
     length = spec.evaluation.sequence_length
     source = spec.data.evaluation
     if source is not None:
-        name = Path(source.uri).name
-        for batch in data.iter_batches(
-            source,
-            input_names=names,
-            tokenizer_dir=tokenizer_dir,
-            batch_size=batch_size,
-            sequence_length=length,
-        ):
-            data.check_batch_fits(batch, signatures, name)
-            yield batch
-        return
-    yield from data.synthetic_batches(
+        return EvaluationData.user, _user_batches(source, signatures, assets, batch_size, length)
+    return builtin.representative_batches(
         _benchmark_signatures(spec, signatures),
-        batches=max(1, SYNTHETIC_SAMPLES // batch_size),
+        assets,
+        split="evaluate",
         batch_size=batch_size,
         sequence_length=length,
-        vocab=data.vocab_size(tokenizer_dir),
     )
+
+
+def _user_batches(
+    source: DataSource,
+    signatures: list[Any],
+    tokenizer_dir: Path | None,
+    batch_size: int,
+    length: int,
+) -> Iterator[Any]:
+    from kondense.runners.io import data
+
+    name = Path(source.uri).name
+    for batch in data.iter_batches(
+        source,
+        input_names=[s.name for s in signatures],
+        tokenizer_dir=tokenizer_dir,
+        batch_size=batch_size,
+        sequence_length=length,
+    ):
+        data.check_batch_fits(batch, signatures, name)
+        yield batch
 
 
 def check_data(spec: CompressionJobSpec, signatures: list[Any], tokenizer_dir: Path | None) -> None:
@@ -112,11 +123,12 @@ def measure_pair(
     settings = spec.evaluation
     threads = resolve_threads(settings.threads)
     device = pick_device(prefer_gpu=True)
-    progress("evaluate", 0, None)
+    evaluation_data, batches = _eval_data(spec, signatures, tokenizer_dir)
+    progress(f"evaluate on {evaluation_data.value} inputs", 0, None)
     evaluation = evaluate.evaluate_pair(
         baseline.path,
         result.path,
-        _eval_batches(spec, signatures, tokenizer_dir),
+        batches,
         task=spec.model.task,
         metric=settings.metric,
         threads=threads,
@@ -153,6 +165,8 @@ def measure_pair(
         threads=threads,
         batch_size=settings.batch_size,
         sequence_length=settings.sequence_length if is_text else None,
+        evaluation_data=evaluation_data,
+        evaluation_samples=evaluation.samples,
     )
 
 

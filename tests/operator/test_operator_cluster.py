@@ -508,3 +508,31 @@ def test_a_pool_removed_from_the_config_leaves_a_finished_job_as_it_was(
     _wait_gone(cluster, kop_namespace, "pool-gone-g1")
     after = reconcile_once(cluster, operator, kop_namespace, "pool-gone", drop_pool="cpu")
     assert after["status"] == done["status"]
+
+
+def test_a_job_left_by_an_earlier_compressionjob_of_the_same_name_is_not_adopted(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    """Deleted and recreated under the same name while the old runner Job lingers (here: the
+    old one orphaned it): creating `<name>-g1` answers 409, and that Job is not this one's."""
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(cluster.api_client)
+    sleepy = recipe(tiny_model, operator.workdir / "out-reborn", {"export": {}}, nodePool="sleepy")
+    old = apply(cluster, kop_namespace, compression_job("reborn", **sleepy))
+    wait_cj(cluster, kop_namespace, "reborn", phase_is("Running"), 120)
+    custom.delete_namespaced_custom_object(
+        GROUP, VERSION, kop_namespace, PLURAL, "reborn", propagation_policy="Orphan"
+    )
+    wait_for(
+        client.BatchV1Api(cluster.api_client).list_namespaced_job,
+        lambda job: not job.metadata.owner_references,
+        namespace=kop_namespace,
+    )
+    quick = recipe(tiny_model, operator.workdir / "out-reborn", {"export": {}}, nodePool="cpu")
+    new = apply(cluster, kop_namespace, compression_job("reborn", **quick))
+    assert new["metadata"]["uid"] != old["metadata"]["uid"]
+    body = wait_cj(cluster, kop_namespace, "reborn", phase_is("Succeeded", "Failed"), 180)
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    (job,) = runner_jobs(cluster, kop_namespace)
+    assert job.metadata.labels["kondense.dev/compressionjob-uid"] == new["metadata"]["uid"]

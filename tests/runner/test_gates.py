@@ -6,9 +6,14 @@ from pathlib import Path
 
 from runner.manifests import manifest
 
-from kondense.api.outcome import Figures, Results
+from kondense.api.outcome import EvaluationData, Figures, Results
 from kondense.api.spec import CompressionJob, CompressionJobSpec
-from kondense.runners.measure.gates import fp16_cpu_verdict, gate_problems
+from kondense.runners.measure.gates import (
+    SYNTHETIC_GROSS_DROP,
+    evaluation_note,
+    fp16_cpu_verdict,
+    gate_problems,
+)
 from kondense.runners.plan import resolve_uris
 
 
@@ -19,7 +24,10 @@ def spec(steps: list[dict[str, object]] | None = None, **evaluation: object) -> 
 
 
 def results(
-    metric_drop: float, speedup: float, device: str = "cpu (CPUExecutionProvider)"
+    metric_drop: float,
+    speedup: float,
+    device: str = "cpu (CPUExecutionProvider)",
+    data: EvaluationData = EvaluationData.user,
 ) -> Results:
     base = Figures(bytes=100, latency_ms_p50=10.0, latency_ms_p95=12.0, throughput=100, metric=0.9)
     comp = Figures(
@@ -39,6 +47,8 @@ def results(
         device=device,
         threads=2,
         batch_size=1,
+        evaluation_data=data,
+        evaluation_samples=64,
     )
 
 
@@ -86,3 +96,34 @@ def test_relative_uris_resolve_against_the_manifest_folder(tmp_path: Path) -> No
     assert resolved.data.calibration is not None
     assert resolved.data.calibration.uri == "s3://bucket/calib.npz"
     assert resolved.output.uri == str(tmp_path / "out")
+
+
+def test_on_synthetic_inputs_only_gross_breakage_is_rejected() -> None:
+    synthetic = EvaluationData.synthetic
+    # Random inputs exaggerate quantization error: 0.05 is noise there, not a verdict.
+    assert gate_problems(results(0.05, 1.9, data=synthetic), spec(maxMetricDrop=0.01)) == []
+    (problem,) = gate_problems(
+        results(SYNTHETIC_GROSS_DROP + 0.1, 1.9, data=synthetic), spec(maxMetricDrop=0.01)
+    )
+    assert "on 64 synthetic inputs" in problem and "gross breakage" in problem
+    # A user who allows more than the gross-breakage bound keeps their own limit.
+    assert gate_problems(results(0.25, 1.9, data=synthetic), spec(maxMetricDrop=0.3)) == []
+
+
+def test_built_in_data_is_held_to_max_metric_drop_and_named() -> None:
+    (problem,) = gate_problems(
+        results(0.02, 1.9, data=EvaluationData.builtin_text), spec(maxMetricDrop=0.01)
+    )
+    assert "on 64 built-in sentences" in problem and "maxMetricDrop 0.01" in problem
+
+
+def test_results_without_the_users_data_say_so_and_how_to_give_it() -> None:
+    assert evaluation_note(results(0.0, 1.9), spec()) is None
+    for data, words in (
+        (EvaluationData.synthetic, "64 synthetic inputs, which show only gross breakage"),
+        (EvaluationData.builtin_text, "64 built-in sentences"),
+        (EvaluationData.builtin_images, "64 built-in generated images"),
+    ):
+        note = evaluation_note(results(0.0, 1.9, data=data), spec())
+        assert note is not None and words in note
+        assert "spec.data.evaluation (.jsonl text lines or .npz arrays" in note

@@ -31,8 +31,8 @@ from kondense.api.steps import STEP_NAMES
 
 PLURAL = "compressionjobs"
 SINGULAR = "compressionjob"
-# `cj` is also CronJob's short name, which kubectl prefers; `kcj` is unambiguous.
-SHORT_NAMES = ["cj", "kcj"]
+# Not `cj`: that is CronJob's short name, which kubectl resolves first, warning on every use.
+SHORT_NAMES = ["kcj"]
 # status.phase: the one list of phases (the operator's status.py uses these names).
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 PHASES = [PENDING, RUNNING, SUCCEEDED, FAILED]

@@ -137,4 +137,6 @@ def test_status_subresource_printer_columns_and_short_name() -> None:
     assert {"observedGeneration", "phase", "conditions", "runner", "results", "artifacts"} <= set(
         status
     )
-    assert "cj" in build_crd()["spec"]["names"]["shortNames"]
+    names = build_crd()["spec"]["names"]
+    # `cj` would clash with CronJob's short name; `kcj` and the category stay.
+    assert names["shortNames"] == ["kcj"] and names["categories"] == ["kondense"]

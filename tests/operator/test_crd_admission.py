@@ -51,6 +51,15 @@ INVALID = [
            data={"training": {"uri": "s3://d/train.npz"}}, timeoutSeconds=3600),
      "spec.steps[].maxTrainSeconds: the training budget must be shorter than"),
     ("misspelled-field", with_(stepz=[]), 'unknown field "spec.stepz"'),
+    ("safetensors-without-architecture",
+     with_(model={"uri": "s3://m/cnn.safetensors", "format": "safetensors"}),
+     "spec.model.architecture: a safetensors model needs the callable that builds it"),
+    ("architecture-of-an-onnx-model",
+     with_(model={"uri": "s3://m/m.onnx", "format": "onnx", "architecture": "pkg.nets:build"}),
+     "spec.model.architecture: only safetensors models take an architecture"),
+    ("architecture-not-module-colon-function",
+     with_(model={"uri": "s3://m/cnn.safetensors", "architecture": "pkg.nets.build"}),
+     "spec.model.architecture: Invalid value"),
 ]  # fmt: skip
 
 
@@ -80,6 +89,23 @@ def test_valid_manifest_is_admitted(cluster: Cluster, crd: None, namespace: str)
         ),
     }
     cluster.kubectl_run("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def test_architecture_args_of_any_shape_are_kept(
+    cluster: Cluster, crd: None, namespace: str
+) -> None:
+    args = {"width": 32, "blocks": [2, 2], "norm": {"kind": "batch", "eps": 1e-5}}
+    model = {"uri": "s3://m/cnn.safetensors", "architecture": "pkg.nets:build"}
+    manifest = {
+        "apiVersion": "kondense.dev/v1alpha1",
+        "kind": "CompressionJob",
+        "metadata": {"name": "custom-cnn", "namespace": namespace},
+        "spec": with_(model={**model, "format": "safetensors", "architectureArgs": args}),
+    }
+    applied = cluster.kubectl_run(
+        "apply", "--dry-run=server", "-o", "yaml", "-f", "-", input=yaml.safe_dump(manifest)
+    )
+    assert yaml.safe_load(applied.stdout)["spec"]["model"]["architectureArgs"] == args
 
 
 @pytest.mark.parametrize("pool", ["cpu", "cpu-small", "a100"])

@@ -299,3 +299,13 @@ def test_kondense_run_prunes_channels_into_a_physically_smaller_onnx_model(
     assert results["compressed"]["bytes"] < 0.5 * results["baseline"]["bytes"]
     assert results["baseline"]["metric"] > 0.9 and results["metricDrop"] <= 0.05
     assert [s["name"] for s in report["steps"]] == ["prune", "export"]
+
+
+def test_the_example_package_builds_the_network_the_example_weights_fit(
+    digits_safetensors: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # examples/custom-cnn-prune.yaml: make_digits.py saves the weights this package must fit.
+    package = Path(__file__).resolve().parents[2] / "examples" / "packages" / "digits-nets"
+    monkeypatch.syspath_prepend(str(package))
+    module = _load(digits_safetensors, "digits_nets:build_cnn", width=32)
+    assert type(module).__module__ == "digits_nets"

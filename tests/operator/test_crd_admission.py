@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +104,10 @@ def test_architecture_args_of_any_shape_are_kept(
         "spec": with_(model={**model, "format": "safetensors", "architectureArgs": args}),
     }
     applied = cluster.kubectl_run(
-        "apply", "--dry-run=server", "-o", "yaml", "-f", "-", input=yaml.safe_dump(manifest)
+        "apply", "--dry-run=server", "-o", "json", "-f", "-", input=yaml.safe_dump(manifest)
     )
-    assert yaml.safe_load(applied.stdout)["spec"]["model"]["architectureArgs"] == args
+    # JSON, not YAML: PyYAML reads kubectl's `1e-05` (no dot) back as a string.
+    assert json.loads(applied.stdout)["spec"]["model"]["architectureArgs"] == args
 
 
 @pytest.mark.parametrize("pool", ["cpu", "cpu-small", "a100"])

@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from kondense.api.crd import PLURAL
+from kondense.api.crd import PENDING, PLURAL
 from kondense.api.errors import BadInput
 from kondense.api.manifest import parse_job
 from kondense.api.spec import API_GROUP, API_VERSION, KIND, CompressionJobSpec
@@ -25,17 +25,21 @@ from kondense.operator.config import OperatorConfig
 from kondense.operator.jobs import (
     ANNOTATION_NAME,
     LABEL_GENERATION,
+    LABEL_MANAGED_BY,
     LABEL_POOL,
     LABEL_UID,
+    MANAGED_BY,
     build_runner_job,
     runner_job_name,
 )
 from kondense.operator.pools import PoolError, select_node_pool
 from kondense.operator.status import (
     TERMINAL,
+    Phase,
     Transition,
     compute_status,
     operator_failure,
+    operator_status,
     status_patch,
     transition,
 )
@@ -192,9 +196,12 @@ class Reconciler:
             # Created before the configuration changed: report the pool it runs on.
             pool_name = job["metadata"]["labels"].get(LABEL_POOL, "")
         if job is None:
-            job = self._create_job(
-                build_runner_job(meta, spec, pool_name, pool, self.config.backoff_limit)
-            )
+            manifest = build_runner_job(meta, spec, pool_name, pool, self.config.backoff_limit)
+            created = self._create_job(manifest, meta["uid"])
+            if isinstance(created, Phase):
+                self._write(cj, current, operator_status(cj, spec, pool_name, created, now))
+                return
+            job = created
         pods = self._pods(namespace, meta["uid"], generation)
         self._write(cj, current, compute_status(cj, spec, pool_name, job, pods, now))
 
@@ -240,7 +247,9 @@ class Reconciler:
         listing = self.core.list_namespaced_pod(namespace, label_selector=selector)
         return [self._plain(pod) for pod in listing.items]
 
-    def _create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def _create_job(self, manifest: dict[str, Any], uid: str) -> dict[str, Any] | Phase:
+        """The runner Job, created or (on 409) found; or, when the name is taken by a Job that is
+        not this CompressionJob's, why it must wait."""
         meta = manifest["metadata"]
         try:
             # The client validates plain dicts into its models.
@@ -248,9 +257,46 @@ class Reconciler:
         except ApiException as error:
             if error.status != 409:
                 raise
-            # Created by an earlier run of this operator, or by a concurrent event: use it.
             created = self.batch.read_namespaced_job(meta["name"], meta["namespace"])
-        return self._plain(created)
+        job = self._plain(created)
+        labels = job["metadata"].get("labels") or {}
+        if labels.get(LABEL_UID) == uid:
+            return job  # created by an earlier run of this operator, or by a concurrent event
+        return self._clear_foreign_job(job)
+
+    def _clear_foreign_job(self, job: dict[str, Any]) -> Phase:
+        """A Job holding this generation's name for another object: a runner Job of an earlier
+        CompressionJob of the same name (deleted, so this one could be created) goes; anything
+        else is someone else's and stalls the job until it is renamed or removed."""
+        meta = job["metadata"]
+        if (meta.get("labels") or {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
+            return Phase(
+                PENDING,
+                "JobNameTaken",
+                f"a Job named {meta['name']} that kondense did not create is in the way; delete"
+                " or rename it, and the runner Job is created",
+                stalled=True,
+            )
+        if not meta.get("deletionTimestamp"):
+            try:
+                self.batch.delete_namespaced_job(
+                    meta["name"],
+                    meta["namespace"],
+                    body=client.V1DeleteOptions(
+                        propagation_policy="Background",
+                        preconditions=client.V1Preconditions(uid=meta["uid"]),
+                    ),
+                )
+            except ApiException as error:
+                if error.status not in (404, 409):  # gone already, or replaced meanwhile
+                    raise
+        # Its DELETED event reconciles this job again, and the resync loop is the backstop.
+        return Phase(
+            PENDING,
+            "ReplacingStaleJob",
+            f"the runner Job {meta['name']} of an earlier CompressionJob of this name is being"
+            " deleted; this job's runner Job follows",
+        )
 
     def _delete_older_generations(self, jobs: list[dict[str, Any]], generation: int) -> None:
         """A spec change re-runs the recipe: the Job of an older generation and its pods go."""

@@ -258,12 +258,22 @@ def operator_failure(
     now: str,
 ) -> dict[str, Any]:
     """Status for a job the operator refuses to run (an unknown node pool, a pool without the
-    device the recipe needs; `spec` None: the spec itself is invalid)."""
-    status = _status_for(cj, spec, Phase(FAILED, reason, message), now)
+    device the recipe needs, a runner Job the apiserver refused; `spec` None: the spec itself
+    is invalid)."""
+    return operator_status(cj, spec, pool, Phase(FAILED, reason, message), now)
+
+
+def operator_status(
+    cj: dict[str, Any], spec: CompressionJobSpec | None, pool: str, phase: Phase, now: str
+) -> dict[str, Any]:
+    """Status for a generation with no runner Job of its own: what the operator decided
+    (`phase`), on `pool`."""
+    status = _status_for(cj, spec, phase, now)
     previous = cj.get("status") or {}
     same = previous.get("observedGeneration") == status["observedGeneration"]
     status["runner"] = {"pool": pool, "attempts": 0}
-    status["completionTime"] = (previous.get("completionTime") if same else None) or now
+    if phase.phase in TERMINAL:
+        status["completionTime"] = (previous.get("completionTime") if same else None) or now
     return status
 
 

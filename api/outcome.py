@@ -127,14 +127,22 @@ class Outcome(ReportModel):
     message: str = Field(description="One human sentence.")
     results: Results | None = None
     artifacts: list[Artifact] = Field(default_factory=list)
+    artifacts_omitted: int | None = Field(
+        default=None,
+        ge=1,
+        description="Artifacts left out of `artifacts` to fit the 4 KiB termination message; "
+        "report.json in the output lists them all.",
+    )
 
 
 def termination_message(outcome: Outcome) -> str:
-    """Compact JSON under the kubelet's 4 KiB limit: artifacts, then the message, are trimmed."""
+    """Compact JSON under the kubelet's 4 KiB limit: artifacts (counted in artifactsOmitted),
+    then the message, are trimmed."""
     data = outcome.to_json_dict()
     text = json.dumps(data, separators=(",", ":"))
     while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and data.get("artifacts"):
         data["artifacts"] = data["artifacts"][:-1]  # type: ignore[index]
+        data["artifactsOmitted"] = len(outcome.artifacts) - len(data["artifacts"])  # type: ignore[arg-type]
         text = json.dumps(data, separators=(",", ":"))
     if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
         data["message"] = str(data["message"])[:512]

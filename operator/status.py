@@ -91,14 +91,15 @@ def observe_phase(
         pod = _last_terminated(pods, "Succeeded")
         outcome = read_outcome(pod) if pod else None
         if isinstance(outcome, Outcome):
-            return Phase(SUCCEEDED, outcome.reason or "Succeeded", outcome.message), outcome
+            message = outcome.message + _omitted_note(outcome)
+            return Phase(SUCCEEDED, outcome.reason or "Succeeded", message), outcome
         return Phase(SUCCEEDED, "Succeeded", done.get("message") or "the runner finished"), None
     if (failed := _job_condition(job, "Failed")) is not None:
         pod = _last_terminated(pods, "Failed")
         outcome = read_outcome(pod) if pod else None
         job_reason = failed.get("reason") or "JobFailed"
         if isinstance(outcome, Outcome) and job_reason != "DeadlineExceeded":
-            return Phase(FAILED, outcome.reason, outcome.message), outcome
+            return Phase(FAILED, outcome.reason, outcome.message + _omitted_note(outcome)), outcome
         message = failed.get("message") or "the runner Job failed"
         if isinstance(outcome, str) and outcome:
             message = f"{message}; runner said: {outcome}"
@@ -111,6 +112,16 @@ def observe_phase(
     if latest is not None:
         return _pending(latest), None
     return Phase(PENDING, "JobCreated", "runner Job created, waiting for its pod"), None
+
+
+def _omitted_note(outcome: Outcome) -> str:
+    """What a status whose artifacts list was cut to fit the termination message adds."""
+    if not outcome.artifacts_omitted:
+        return ""
+    return (
+        f" ({outcome.artifacts_omitted} more artifacts than status.artifacts lists;"
+        " report.json in spec.output.uri lists them all)"
+    )
 
 
 def _pending(pod: dict[str, Any]) -> Phase:

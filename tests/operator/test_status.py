@@ -263,3 +263,26 @@ def apply_merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = apply_merge_patch(result.get(key), value)
     return result
+
+
+def test_artifacts_left_out_of_the_termination_message_are_counted_and_the_status_says_so() -> None:
+    many = [
+        Artifact(name=f"shard-{i:03}.bin", uri=f"s3://o/shard-{i:03}.bin", sha256="f" * 64, bytes=i)
+        for i in range(60)
+    ]
+    outcome = Outcome(succeeded=True, reason="Succeeded", message="done", artifacts=many)
+    text = termination_message(outcome)
+    assert len(text.encode()) <= 4096
+    kept = Outcome.model_validate_json(text)
+    assert kept.artifacts_omitted is not None and kept.artifacts_omitted > 0
+    assert len(kept.artifacts) + kept.artifacts_omitted == len(many)
+    status = status_of(cj(), "cpu", job("Complete"), [pod("p1", "Succeeded", text)], NOW)
+    assert len(status["artifacts"]) == len(kept.artifacts)
+    assert f"{kept.artifacts_omitted} more artifacts" in status["message"]
+    assert "report.json" in status["message"]
+    assert (
+        "artifactsOmitted"
+        not in Outcome.model_validate_json(
+            termination_message(Outcome(succeeded=True, reason="Succeeded", message="done"))
+        ).to_json_dict()
+    )

@@ -67,10 +67,15 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
         ctx.report("quantization", "fp16")
         return model.with_(path=target)
 
+    if config.mode is QuantizeMode.auto:
+        from kondense.runners.int8.auto import quantize_auto
+
+        return quantize_auto(model, config, ctx)
+
     ctx.progress("quantize: shape inference", 0, 2)
     prepared, how = preprocess(model.path, ctx.workdir / "preprocessed.onnx", large=large)
     ctx.report("quantizePreprocess", how)
-    if config.mode in (QuantizeMode.dynamic, QuantizeMode.auto):  # auto: see #10 part 3
+    if config.mode is QuantizeMode.dynamic:
         ctx.progress("quantize: dynamic INT8", 1, 2)
         quantize_dynamic_int8(prepared, target, config, large=large)
     else:

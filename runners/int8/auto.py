@@ -1,0 +1,525 @@
+"""quantize mode auto: INT8 chosen per operator type by measuring it on the CPU the job runs on.
+
+What each kind of weighted operator gets, and why:
+
+- MatMul/Gemm with constant weights, Attention, EmbedLayerNormalization (transformers):
+  dynamic INT8, no data needed; it is what makes MiniLM 1.7x faster on AVX512-VNNI.
+- Conv: static INT8 in QDQ form, per-channel weights, activations calibrated on
+  `spec.data.calibration` or, without it, on the built-in set that fits the inputs (its
+  `tune` split, never the one results are evaluated on). Dynamic INT8 turns a Conv into
+  ConvInteger, which ran 4-6x slower than FP32 on OCR detectors and recognizers (#10), so it
+  is never tried. Without representative inputs (only synthetic random ones fit) the
+  convolutions stay float: activation ranges calibrated on noise clip real images.
+  Depthwise convolutions are their own candidate: ONNX Runtime's INT8 depthwise kernels
+  measured slower than float on a MobileNet-style net while the 1x1 and 3x3 convs around
+  them measured faster.
+- Gather (embedding tables): dynamic INT8 for size; kept unless it measures slower.
+
+Each candidate is quantized alone and timed against the prepared float model, interleaved,
+at batch 1 with the job's CPU threads; a compute candidate stays INT8 only when it is at least
+KEEP_MIN_SPEEDUP faster (timing on a shared machine is noisy; a 2% "win" is noise). The kept
+candidates are then combined and the result timed against the model as it came in.
+
+When no candidate measures faster, the step refuses (ResultRejected, exit 3) with the
+measured figures rather than hand on the float model: a job whose quantize step made nothing
+faster must not report INT8, and it should not silently ship an unchanged model either.
+Force `mode: static` or `mode: dynamic` to get INT8 regardless of speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from kondense.api.errors import BadInput, ResultRejected
+from kondense.api.spec import CalibrationMethod, QuantizeConfig, TensorSpec
+from kondense.runners.core import Model, StepContext
+from kondense.runners.int8 import prepare
+from kondense.runners.model import MODEL_FILE, onnx_files
+from kondense.runners.model.assets import tokenizer_dir
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+    from kondense.runners.io.data import Batch, InputSignature
+
+log = logging.getLogger(__name__)
+
+Method = Literal["static", "dynamic"]
+
+# A compute candidate stays INT8 only when this much faster than float (p50, interleaved).
+KEEP_MIN_SPEEDUP = 1.05
+# A size-only candidate (embedding Gather) stays INT8 unless slower than this.
+SIZE_ONLY_MIN_SPEEDUP = 0.95
+# Timed runs per model (over all repeats) and untimed warm-up runs, batch 1.
+MEASURE_RUNS = 60
+MEASURE_REPEATS = 3
+MEASURE_WARMUP = 3
+# Calibration samples auto reads at most (in memory: CNN inputs are large).
+AUTO_CALIBRATION_SAMPLES = 256
+CALIBRATION_BATCH = 16
+# Ops dynamic INT8 quantizes in transformer graphs, each its own candidate.
+DYNAMIC_CANDIDATES = ("MatMul", "Attention", "EmbedLayerNormalization", "Gather")
+SIZE_ONLY = ("Gather",)
+# Ops static QDQ quantizes alongside the convolutions so that INT8 flows between them
+# (ONNX Runtime fuses DQ -> Conv -> Q into QLinearConv and drops Relu/Clip before a Q).
+# GlobalAveragePool and Gemm are left out: quantizing the pooled features of a classifier
+# took its argmax agreement from 0.94 to 0.78 for no measurable speed.
+STATIC_FLOW_OPS = ("Relu", "Clip", "MaxPool", "AveragePool", "Add", "Concat", "Resize")
+DEPTHWISE = "Conv (depthwise)"
+ALL_CONVS = "Conv (all)"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One operator type quantized one way: `nodes` are the node names it covers."""
+
+    name: str
+    method: Method
+    nodes: tuple[str, ...]
+
+    @property
+    def size_only(self) -> bool:
+        return self.name in SIZE_ONLY
+
+
+@dataclass(frozen=True)
+class Measured:
+    """p50 latency (ms) of the float model and of the model with one candidate in INT8."""
+
+    candidate: Candidate
+    float_ms: float
+    int8_ms: float
+
+    @property
+    def speedup(self) -> float:
+        return self.float_ms / self.int8_ms if self.int8_ms > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether a candidate stays INT8, with the measured reason."""
+
+    name: str
+    method: Method
+    keep: bool
+    float_ms: float
+    int8_ms: float
+    speedup: float
+    reason: str
+
+    def note(self) -> dict[str, Any]:
+        return {
+            "op": self.name,
+            "method": self.method if self.keep else "float",
+            "floatMs": round(self.float_ms, 3),
+            "int8Ms": round(self.int8_ms, 3),
+            "speedup": round(self.speedup, 3),
+            "reason": self.reason,
+        }
+
+
+def decide(
+    measured: Sequence[Measured],
+    *,
+    keep_min_speedup: float = KEEP_MIN_SPEEDUP,
+    size_only_min_speedup: float = SIZE_ONLY_MIN_SPEEDUP,
+) -> list[Decision]:
+    """Keep each candidate in INT8 that measured faster by the margin; the rest stay float."""
+    decisions = []
+    for m in measured:
+        threshold = size_only_min_speedup if m.candidate.size_only else keep_min_speedup
+        keep = m.speedup >= threshold
+        figures = f"{m.int8_ms:.2f} ms in INT8 against {m.float_ms:.2f} ms float ({m.speedup:.2f}x)"
+        if keep:
+            reason = f"{figures}: {m.candidate.method} INT8"
+        elif m.candidate.size_only:
+            reason = f"{figures}: stays float, slower than {threshold:.2f}x"
+        else:
+            reason = f"{figures}: stays float, not {threshold:.2f}x faster"
+        decisions.append(
+            Decision(
+                m.candidate.name,
+                m.candidate.method,
+                keep,
+                m.float_ms,
+                m.int8_ms,
+                m.speedup,
+                reason,
+            )
+        )
+    return decisions
+
+
+def select(candidates: Sequence[Candidate], decisions: Sequence[Decision]) -> list[Candidate]:
+    """What goes INT8: every kept dynamic candidate, and the one kept static candidate
+    (a conv kind, or all convs together) that measured fastest; static ones overlap."""
+    kept = [(c, d) for c, d in zip(candidates, decisions, strict=True) if d.keep]
+    chosen = [c for c, _ in kept if c.method == "dynamic"]
+    static = [(d.speedup, c) for c, d in kept if c.method == "static"]
+    if static:
+        chosen.append(max(static, key=lambda pair: pair[0])[1])
+    return chosen
+
+
+def candidates(model: onnx.ModelProto, *, representative: bool) -> tuple[list[Candidate], str]:
+    """The candidates in `model` and a note on the convolutions when they are not one.
+
+    Only MatMuls whose second input is a weight (an initializer) count: activation x
+    activation MatMuls (attention scores) stay float in every mode.
+    """
+    weights = {t.name for t in model.graph.initializer}
+    by_kind: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        kind = node.op_type
+        if kind == "Conv":
+            kind = DEPTHWISE if _group(node) > 1 else "Conv"
+        elif kind not in DYNAMIC_CANDIDATES or not _has_weight(node, weights):
+            continue
+        by_kind.setdefault(kind, []).append(node.name)
+    found: list[Candidate] = []
+    conv_note = ""
+    if representative and "Conv" in by_kind and DEPTHWISE in by_kind:
+        # Measured alone, a MobileNet's 1x1/3x3 convs ran 0.1-0.7x: every depthwise conv left
+        # float between them costs a dequantize and a quantize. Together they may win.
+        together = tuple(by_kind["Conv"] + by_kind[DEPTHWISE])
+        found.append(Candidate(ALL_CONVS, "static", together))
+    for kind, nodes in by_kind.items():
+        if kind in ("Conv", DEPTHWISE):
+            if representative:
+                found.append(Candidate(kind, "static", tuple(nodes)))
+            else:
+                conv_note = (
+                    f"{len(nodes)} {kind} nodes stay float: only synthetic random inputs fit "
+                    "the model (give data.calibration), and dynamic INT8 (ConvInteger) ran "
+                    "4-6x slower than float"
+                )
+        else:
+            found.append(Candidate(kind, "dynamic", tuple(nodes)))
+    return found, conv_note
+
+
+def _has_weight(node: onnx.NodeProto, weights: set[str]) -> bool:
+    """MatMul: its B is a weight; Gather: its table is; fused ops carry their own."""
+    if node.op_type == "MatMul":
+        return len(node.input) > 1 and node.input[1] in weights
+    if node.op_type == "Gather":
+        return bool(node.input) and node.input[0] in weights
+    return True
+
+
+def _group(node: onnx.NodeProto) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+
+
+# --- the step --------------------------------------------------------------------------------
+
+
+def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
+    """`model` (ONNX) with each operator type in INT8 where that measured faster on this CPU.
+
+    Notes (ctx.report): quantizePreparation, autoData, autoDecisions (per candidate: method,
+    float and INT8 p50, speedup, reason), autoFloat, autoSpeedup, quantization.
+    Raises ResultRejected with the measured figures when nothing is faster in INT8.
+    """
+    import onnx
+
+    from kondense.runners.measure.inference import available_cpus
+    from kondense.runners.steps.quantize import gemm_as_matmul, preprocess
+
+    work = ctx.workdir / "auto"
+    work.mkdir(parents=True, exist_ok=True)
+    large = onnx_files.onnx_size_bytes(model.path) > onnx_files.EXTERNAL_DATA_THRESHOLD
+    ctx.progress("quantize auto: preparing the graph", 0, 4)
+    graph = onnx.load_model(str(model.path), load_external_data=True)
+    opset_before = prepare.default_opset(graph)
+    graph = prepare.upgrade_opset(graph)
+    folded = prepare.fold_constant_weights(graph)
+    prepare.name_nodes(graph)
+
+    signatures = _signatures(model.path, ctx.inputs)
+    data_kind, batches = _representative(model, signatures, ctx)
+    representative = data_kind != "synthetic"
+    preview, _ = candidates(graph, representative=representative)
+    static = any(c.method == "static" for c in preview)
+    original_dims = prepare.graph_dims(graph)
+    fixed: dict[str, list[int]] = {}
+    if static and batches:
+        fixed = {name: list(array.shape) for name, array in batches[0].inputs.items()}
+        prepare.fix_input_dims(graph, fixed)
+    prepared = onnx_files.save_onnx(graph, work / "prepared.onnx", external=large)
+    del graph
+    float_path, how = preprocess(prepared, work / "float.onnx", large=large)
+    gemm_as_matmul(float_path)
+    ctx.report(
+        "quantizePreparation",
+        {
+            "constantsFolded": folded,
+            "opset": f"{opset_before} -> {max(opset_before, prepare.PER_CHANNEL_OPSET)}",
+            "fixedDims": {n: s[1:] for n, s in fixed.items()},
+            "shapeInference": how,
+        },
+    )
+    ctx.report("autoData", data_kind)
+
+    found, conv_note = candidates(
+        onnx.load_model(str(float_path), load_external_data=False), representative=representative
+    )
+    if conv_note:
+        ctx.report("autoConvolutions", conv_note)
+    if not found:
+        raise ResultRejected(
+            "quantize mode auto found nothing to quantize: no MatMul/Gather with weights"
+            + (f", and {conv_note}" if conv_note else " and no convolutions"),
+            field="spec.steps.quantize.mode",
+        )
+    timing_inputs = _timing_inputs(batches, signatures, ctx)
+    threads = available_cpus()
+
+    ctx.progress("quantize auto: measuring each operator type in INT8", 1, 4)
+    built = [
+        _build(float_path, work / f"only-{index}.onnx", [c], found, batches, config, large)
+        for index, c in enumerate(found)
+    ]
+    timings = _time([float_path, *built], timing_inputs, threads)
+    measured = [Measured(c, timings[0], t) for c, t in zip(found, timings[1:], strict=True)]
+    decisions = decide(measured)
+    ctx.report("autoDecisions", [d.note() for d in decisions])
+    ctx.report("autoFloat", [d.name for d in decisions if not d.keep])
+    kept = select(found, decisions)
+    if not any(not c.size_only for c in kept):
+        figures = "; ".join(f"{d.name} {d.method} {d.speedup:.2f}x" for d in decisions)
+        raise ResultRejected(
+            f"quantize mode auto: no operator type ran faster in INT8 on this CPU ({threads} "
+            f"threads, batch 1; {figures}; {KEEP_MIN_SPEEDUP:.2f}x needed). The model stays "
+            "float; drop the quantize step, or set mode: static or dynamic to force INT8",
+            field="spec.steps.quantize.mode",
+        )
+
+    ctx.progress("quantize auto: combining the operator types kept in INT8", 2, 4)
+    combined = _build(float_path, work / "combined.onnx", kept, found, batches, config, large)
+    final = onnx.load_model(str(combined), load_external_data=True)
+    prepare.restore_input_dims(final, original_dims)
+    target = onnx_files.save_onnx(final, ctx.workdir / MODEL_FILE, external=large)
+    del final
+
+    ctx.progress("quantize auto: timing the result", 3, 4)
+    original_ms, float_ms, result_ms = _time(
+        [model.path, float_path, combined], timing_inputs, threads
+    )
+    ctx.report(
+        "autoSpeedup",
+        {
+            "inputMs": round(original_ms, 3),
+            "preparedFloatMs": round(float_ms, 3),
+            "int8Ms": round(result_ms, 3),
+            "speedup": round(original_ms / result_ms, 3) if result_ms else 0.0,
+            "threads": threads,
+            "batch": 1,
+        },
+    )
+    summary = ", ".join(f"{c.name} {c.method}" for c in kept)
+    ctx.report("quantization", f"auto ({summary})")
+    shutil.rmtree(work, ignore_errors=True)
+    return model.with_(path=target)
+
+
+def _signatures(path: Path, declared: list[TensorSpec] | None) -> list[InputSignature]:
+    import numpy as np
+
+    from kondense.runners.io.data import InputSignature, onnx_input_signatures
+
+    signatures = onnx_input_signatures(path)
+    if not declared:
+        return signatures
+    shapes = {spec.name: spec for spec in declared}
+    return [
+        InputSignature(s.name, tuple(shapes[s.name].shape), np.dtype(shapes[s.name].dtype.value))
+        if s.name in shapes
+        else s
+        for s in signatures
+    ]
+
+
+def _representative(
+    model: Model, signatures: list[InputSignature], ctx: StepContext
+) -> tuple[str, list[Batch]]:
+    """Calibration batches and what they are: the user's calibration data, a built-in set
+    (its tune split) or synthetic inputs."""
+    from kondense.runners.io.builtin import representative_batches
+    from kondense.runners.io.data import iter_batches
+
+    source = ctx.data.calibration
+    names = [s.name for s in signatures]
+    if source is not None:
+        capped = source.model_copy(
+            update={"samples": min(source.samples, AUTO_CALIBRATION_SAMPLES)}
+        )
+        batches = list(
+            iter_batches(
+                capped,
+                input_names=names,
+                tokenizer_dir=tokenizer_dir(model.assets),
+                batch_size=CALIBRATION_BATCH,
+                sequence_length=ctx.sequence_length,
+            )
+        )
+        # Histogram calibrators stack every batch: a short last batch would not fit.
+        if len(batches) > 1 and len(batches[-1]) != len(batches[0]):
+            batches.pop()
+        if not batches:
+            raise BadInput(
+                "the calibration data produced no samples; check data.calibration.uri",
+                field="spec.data.calibration.uri",
+            )
+        return "calibration", batches
+    kind, batches = representative_batches(
+        signatures,
+        model.assets,
+        split="tune",
+        batch_size=CALIBRATION_BATCH,
+        sequence_length=ctx.sequence_length,
+    )
+    return kind.value, batches
+
+
+def _timing_inputs(
+    batches: list[Batch], signatures: list[InputSignature], ctx: StepContext
+) -> dict[str, np.ndarray]:
+    """One sample (batch 1) of the representative inputs, or synthetic ones."""
+    from kondense.runners.io.data import synthetic_batches
+
+    if batches:
+        return {name: array[:1] for name, array in batches[0].inputs.items()}
+    (batch,) = synthetic_batches(
+        signatures, batches=1, batch_size=1, sequence_length=ctx.sequence_length
+    )
+    return batch.inputs
+
+
+def _time(paths: Sequence[Path], inputs: dict[str, np.ndarray], threads: int) -> list[float]:
+    """p50 latency (ms) of each model: the median of MEASURE_REPEATS interleaved benchmarks.
+
+    On a shared 2-core machine one benchmark's p50 of the same model varied 1.2-5.2 ms
+    between calls; the median of repeats with fresh sessions keeps one burst from deciding.
+    """
+    import numpy as np
+
+    from kondense.runners.measure.benchmark import benchmark_models
+    from kondense.runners.measure.inference import CPU, Device
+
+    repeats = [
+        [
+            t.latency_ms_p50
+            for t in benchmark_models(
+                paths,
+                inputs,
+                threads=threads,
+                device=Device("cpu", CPU),
+                warmup=MEASURE_WARMUP,
+                runs=MEASURE_RUNS // MEASURE_REPEATS,
+            )
+        ]
+        for _ in range(MEASURE_REPEATS)
+    ]
+    return [float(v) for v in np.median(np.asarray(repeats), axis=0)]
+
+
+def _build(
+    source: Path,
+    target: Path,
+    chosen: Sequence[Candidate],
+    every: Sequence[Candidate],
+    batches: list[Batch],
+    config: QuantizeConfig,
+    large: bool,
+) -> Path:
+    """`source` with the `chosen` candidates in INT8 (static first, then dynamic)."""
+    from kondense.runners.steps.quantize import quantize_dynamic_int8
+
+    current = source
+    static = [c for c in chosen if c.method == "static"]
+    if static:
+        static_target = target.with_name(target.stem + "-static.onnx")
+        quantize_static_nodes(current, static_target, static, batches, config, large=large)
+        current = static_target
+    dynamic = [c for c in chosen if c.method == "dynamic"]
+    if not dynamic:
+        shutil.move(current, target)
+        return target
+    chosen_nodes = {n for c in dynamic for n in c.nodes}
+    others = sorted({n for c in every for n in c.nodes if c.method == "dynamic"} - chosen_nodes)
+    # quantize_dynamic_int8 rewrites Gemm in its source in place: it gets a copy.
+    copy = target.with_name(target.stem + "-input.onnx")
+    shutil.copyfile(current, copy)
+    excluded = [*(config.exclude_nodes or []), *others]
+    quantize_dynamic_int8(
+        copy, target, config.model_copy(update={"exclude_nodes": excluded}), large=large
+    )
+    return target
+
+
+def quantize_static_nodes(
+    source: Path,
+    target: Path,
+    chosen: Sequence[Candidate],
+    batches: list[Batch],
+    config: QuantizeConfig,
+    *,
+    large: bool,
+) -> None:
+    """Static QDQ INT8 of the `chosen` nodes and the flow ops between them, calibrated on
+    `batches`: S8 weights (per channel unless config says not), U8 activations."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization import CalibrationMethod as OrtMethod
+
+    from kondense.runners.steps.quantize import UNKNOWN_TYPES_ARE_FLOAT
+
+    graph = onnx.load_model(str(source), load_external_data=False).graph
+    flow = [n.name for n in graph.node if n.op_type in STATIC_FLOW_OPS]
+    nodes = [n for c in chosen for n in c.nodes]
+    excluded = set(config.exclude_nodes or [])
+    methods = {
+        CalibrationMethod.minmax: OrtMethod.MinMax,
+        CalibrationMethod.entropy: OrtMethod.Entropy,
+        CalibrationMethod.percentile: OrtMethod.Percentile,
+    }
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.index = 0
+
+        def get_next(self) -> dict[str, Any] | None:
+            if self.index >= len(batches):
+                return None
+            self.index += 1
+            return dict(batches[self.index - 1].inputs)
+
+        def rewind(self) -> None:
+            self.index = 0
+
+    quantize_static(
+        str(source),
+        str(target),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=config.per_channel,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8,
+        calibrate_method=methods[config.calibration_method],
+        op_types_to_quantize=["Conv", *STATIC_FLOW_OPS],
+        nodes_to_quantize=[n for n in [*nodes, *flow] if n not in excluded],
+        use_external_data_format=large,
+        extra_options={"MatMulConstBOnly": True, **UNKNOWN_TYPES_ARE_FLOAT},
+    )

@@ -272,12 +272,13 @@ def example_inputs(
     *,
     declared: Sequence[TensorSpec] | None,
     tokenizer_dir: Path | None,
-    program_examples: Sequence[Any] | None = None,
+    examples: Sequence[Any] | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Tensors to trace the model with, in `input_names` order.
 
     From spec.model.inputs when declared, else a tokenized sample sentence pair (batch 2), else
-    the example inputs a torch.export program was saved with. BadInput when none is known.
+    `examples` (the inputs a torch.export program was saved with, or samples of the job's
+    data). BadInput when none is known.
     """
 
     if declared:
@@ -301,11 +302,12 @@ def example_inputs(
             return_tensors="pt",
         )
         return tuple(encoded[n] for n in input_names)
-    if program_examples:
-        return tuple(program_examples)
+    if examples:
+        return tuple(examples)
     raise BadInput(
         "kondense needs the model's input shapes to export it; declare spec.model.inputs "
-        "(name, shape, dtype for each input)",
+        f"(name, shape, dtype for each input), or give .npz data with arrays named "
+        f"{list(input_names)}",
         field="spec.model.inputs",
     )
 

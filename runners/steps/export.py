@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kondense.api.errors import KondenseError
-from kondense.api.spec import ExportConfig, ModelFormat
+from kondense.api.errors import BadInput, KondenseError
+from kondense.api.spec import Data, ExportConfig, ModelFormat
 from kondense.runners.core import Model, StepContext
 from kondense.runners.model import MODEL_FILE, onnx_files, torch_modules
 from kondense.runners.model.assets import copy_assets, hf_assets_dir, tokenizer_dir
@@ -42,11 +42,12 @@ def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
     )
     assets = copy_assets(ctx.workdir / "assets", model)
     input_names = torch_modules.module_signature(module, ctx.inputs)
+    tokenizer = tokenizer_dir(hf_assets_dir(model))
+    examples = program.example_inputs[0] if program is not None else None
+    if examples is None and not ctx.inputs and tokenizer is None:
+        examples = examples_from_data(ctx.data, input_names, ctx.sequence_length)
     inputs = torch_modules.example_inputs(
-        input_names,
-        declared=ctx.inputs,
-        tokenizer_dir=tokenizer_dir(hf_assets_dir(model)),
-        program_examples=program.example_inputs[0] if program is not None else None,
+        input_names, declared=ctx.inputs, tokenizer_dir=tokenizer, examples=examples
     )
     if config.dynamic_axes:
         inputs = tuple(_at_least_two(t) for t in inputs)
@@ -81,6 +82,35 @@ def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
         module=None,
         assets=assets,
     )
+
+
+def examples_from_data(
+    data: Data, input_names: Sequence[str], sequence_length: int
+) -> tuple[torch.Tensor, ...] | None:
+    """Two samples of the job's own .npz data (evaluation, calibration or training, the first
+    whose arrays are named like the inputs) to trace a model whose inputs are not declared,
+    such as a network built from safetensors weights; None when no data fits."""
+    import torch
+
+    from kondense.runners.io.data import iter_batches
+
+    for source in (data.evaluation, data.calibration, data.training):
+        if source is None or not source.uri.endswith(".npz"):
+            continue
+        try:
+            batches = iter_batches(
+                source,
+                input_names=input_names,
+                tokenizer_dir=None,
+                batch_size=2,
+                sequence_length=sequence_length,
+            )
+            batch = next(iter(batches), None)
+        except BadInput:  # arrays named otherwise: the next source may fit
+            continue
+        if batch is not None and all(name in batch.inputs for name in input_names):
+            return tuple(torch.from_numpy(batch.inputs[name]) for name in input_names)
+    return None
 
 
 def export_onnx(

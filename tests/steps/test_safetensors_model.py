@@ -223,6 +223,20 @@ def test_export_without_declared_inputs_asks_for_them(
     with pytest.raises(BadInput, match="input shapes") as refused:
         load_step("export")(_model(digits_safetensors), ExportConfig(), ctx)
     assert refused.value.field == "spec.model.inputs"
+    assert "arrays named ['pixel_values']" in str(refused.value)
+
+
+def test_export_traces_with_the_jobs_data_when_inputs_are_not_declared(
+    digits_safetensors: Path, digits_npz: Path, tmp_path: Path
+) -> None:
+    spec = job_spec({"export": {}}, evaluation={"uri": str(digits_npz), "samples": 397})
+    config = spec.steps[0].export
+    assert isinstance(config, ExportConfig)
+    ctx, _ = step_context(spec, tmp_path)
+    exported = load_step("export")(_model(digits_safetensors), config, ctx)
+
+    batch = np.zeros((7, 1, 8, 8), dtype=np.float32)  # the batch axis stayed dynamic
+    assert run_onnx(exported.path, {"pixel_values": batch}).shape == (7, 10)
 
 
 def test_magnitude_pruning_zeroes_the_weights_in_place(

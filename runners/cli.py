@@ -2,6 +2,7 @@
 
     kondense validate job.yaml            exit 0, or 2 with one line per problem
     kondense run job.yaml [--output URI]  compress locally and print the trade-off table
+    kondense compare REPORT...            runs side by side, and their Pareto chart
     kondense schema [--format yaml]       the spec's OpenAPI v3 schema
 
 Inside a runner pod the operator starts `kondense run --job-env KONDENSE_JOB --termination-log
@@ -32,7 +33,7 @@ from kondense.api.errors import (
 from kondense.api.manifest import load_manifest_text, parse_job, read_job
 from kondense.api.outcome import Outcome, Report, termination_message
 from kondense.api.spec import CompressionJob
-from kondense.runners.console import err, out, summary, trade_off_table
+from kondense.runners.console import comparison_table, err, out, summary, trade_off_table
 from kondense.runners.console import progress as console_progress
 
 app = typer.Typer(
@@ -144,6 +145,29 @@ def plan(
     out.print(f"{file}: {job.name!r}, model {spec.model.uri} ({model_format.value}, {how})")
     for line in describe(make_plan(spec, model_format)):
         out.print(line, markup=False, highlight=False)
+
+
+@app.command()
+def compare(
+    reports: Annotated[
+        list[Path], typer.Argument(help="report.json files, or the output folders holding them.")
+    ],
+    chart: Annotated[
+        Path, typer.Option(help="Where the Pareto chart goes (PNG; an HTML page beside it).")
+    ] = Path("kondense-compare.png"),
+) -> None:
+    """Compare runs: a table of size, latency and metric, and their Pareto chart."""
+    from kondense.runners.compare import read_report, trade_off_points, write_comparison
+
+    try:
+        named = [read_report(path) for path in reports]
+        points = trade_off_points(named)
+        png, page = write_comparison(points, chart, "kondense compare")
+    except BadInput as error:
+        err.print(f"[red]error[/red] (BadInput): {error}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from error
+    out.print(comparison_table(points))
+    out.print(f"chart: {png}  page: {page}")
 
 
 @app.command()

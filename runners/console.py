@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from kondense.api.outcome import Results
+
+if TYPE_CHECKING:
+    from kondense.runners.pareto import Point
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -132,6 +136,27 @@ def trade_off_table(results: Results) -> Any:
         table.caption = f"REJECTED: {results.verdict}"
     elif results.verdict:
         table.caption = results.verdict
+    return table
+
+
+def comparison_table(points: Sequence[Point]) -> Any:
+    """One row per model for `kondense compare`, the Pareto front marked."""
+    from rich.table import Table
+
+    from kondense.runners.pareto import pareto_front
+
+    front = {p.name for p in pareto_front(points)}
+    table = Table(title="kondense compare (* on the Pareto front)", title_justify="left")
+    for column in ("model", "size", "latency p50", "metric vs baseline"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for point in points:
+        mark = "* " if point.name in front else "  "
+        table.add_row(
+            mark + point.name,
+            _mb(int(point.size_mb * 1e6)),
+            _ms(point.latency_ms),
+            f"{point.metric:.6f}",
+        )
     return table
 
 

@@ -1,10 +1,11 @@
-"""The trade-off chart of `make bench-quality`: accuracy against latency against size.
+"""The trade-off chart of `kondense compare` and `make bench-quality`: accuracy against
+latency against size.
 
 Each recipe is a point at (p50 latency, metric), its area proportional to the model's size.
 A recipe is on the Pareto front when no other is at least as good on all three (faster or
 as fast, as accurate or more, as small or smaller) and better on one; the front is drawn and
-labelled, the rest are grey. The chart is a PNG written with matplotlib's Agg backend (no
-display needed).
+labelled, the rest are grey. Drawn with matplotlib's Agg backend (no display needed), as PNG
+or SVG; matplotlib is imported only here, and asked for by name when it is missing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from kondense.api.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,22 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
 
 
 def write_chart(points: Sequence[Point], path: Path, title: str) -> Path:
+    """The chart as PNG (or SVG, by `path`'s suffix) at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(render_chart(points, title, "svg" if path.suffix == ".svg" else "png"))
+    return path
+
+
+def render_chart(points: Sequence[Point], title: str, image_format: str = "png") -> bytes:
     """One panel per group of points, the Pareto front of each highlighted."""
-    import matplotlib
+    import io
+
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise BadInput(
+            "drawing the trade-off chart needs matplotlib: pip install matplotlib"
+        ) from error
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -75,7 +92,7 @@ def write_chart(points: Sequence[Point], path: Path, title: str) -> Path:
         axis.grid(True, alpha=0.3)
     figure.suptitle(f"{title}\nblue: Pareto front (latency, metric, size); area: model size")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=image_format, dpi=120)
     plt.close(figure)
-    return path
+    return buffer.getvalue()

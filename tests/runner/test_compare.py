@@ -1,46 +1,71 @@
-"""The trade-off chart of make bench-quality: its Pareto front and the PNG it writes."""
+"""`kondense compare` and its Pareto chart: which runs no other beats, drawn for a person."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import json
 from pathlib import Path
-from types import ModuleType
 
-BENCH = Path(__file__).parents[2] / "bench"
+from runner.manifests import PIPELINE_EVALUATION, manifest, write_manifest
+from typer.testing import CliRunner
 
+from kondense.runners.cli import app
+from kondense.runners.pareto import Point, dominates, pareto_front, write_chart
 
-def _pareto() -> ModuleType:
-    # bench/ is not a package on the test path (the repository root never is: it holds a
-    # folder named operator/), so the module is loaded from its file.
-    spec = importlib.util.spec_from_file_location("bench_pareto", BENCH / "pareto.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+runner = CliRunner()
 
 
 def test_the_front_keeps_recipes_no_other_beats_on_latency_metric_and_size() -> None:
-    pareto = _pareto()
-    point = pareto.Point
-    fp32 = point("fp32", 16.0, 1.0, 90.0)
-    int8 = point("int8", 8.0, 0.992, 23.0)
-    worse_int8 = point("plain int8", 9.0, 0.95, 23.0)  # slower and less accurate than int8
-    tiny = point("distilled int8", 4.0, 0.96, 12.0)
-    front = pareto.pareto_front([fp32, int8, worse_int8, tiny])
+    fp32 = Point("fp32", 16.0, 1.0, 90.0)
+    int8 = Point("int8", 8.0, 0.992, 23.0)
+    worse_int8 = Point("plain int8", 9.0, 0.95, 23.0)  # slower and less accurate than int8
+    tiny = Point("distilled int8", 4.0, 0.96, 12.0)
+    front = pareto_front([fp32, int8, worse_int8, tiny])
     assert [p.name for p in front] == ["distilled int8", "int8", "fp32"]
-    assert pareto.dominates(int8, worse_int8) and not pareto.dominates(int8, fp32)
+    assert dominates(int8, worse_int8) and not dominates(int8, fp32)
 
 
 def test_the_chart_is_a_png_with_a_panel_per_model(tmp_path: Path) -> None:
-    pareto = _pareto()
     points = [
-        pareto.Point("fp32", 16.0, 1.0, 90.0, "MiniLM"),
-        pareto.Point("int8", 8.0, 0.99, 23.0, "MiniLM"),
-        pareto.Point("fp32", 3.0, 1.0, 2.0, "MobileNet"),
-        pareto.Point("auto", 2.0, 0.995, 0.6, "MobileNet"),
+        Point("fp32", 16.0, 1.0, 90.0, "MiniLM"),
+        Point("int8", 8.0, 0.99, 23.0, "MiniLM"),
+        Point("fp32", 3.0, 1.0, 2.0, "MobileNet"),
+        Point("auto", 2.0, 0.995, 0.6, "MobileNet"),
     ]
-    chart = pareto.write_chart(points, tmp_path / "chart.png", "test")
+    chart = write_chart(points, tmp_path / "chart.png", "test")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert chart.stat().st_size > 10_000
+
+
+def test_compare_reads_runs_prints_the_table_and_writes_png_and_html(
+    tiny_onnx: Path, tmp_path: Path
+) -> None:
+    outputs = []
+    for name, per_channel in (("per-channel", True), ("per-tensor", False)):
+        document = manifest(
+            tiny_onnx,
+            [{"quantize": {"mode": "dynamic", "perChannel": per_channel}}],
+            tmp_path / name,
+            evaluation=PIPELINE_EVALUATION,
+        )
+        job = write_manifest(tmp_path / f"{name}.yaml", document)
+        assert runner.invoke(app, ["run", str(job)]).exit_code == 0
+        outputs.append(tmp_path / name)
+    chart = tmp_path / "charts" / "cmp.png"
+    result = runner.invoke(
+        app, ["compare", str(outputs[0]), str(outputs[1] / "report.json"), "--chart", str(chart)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "baseline" in result.output and "per-channel" in result.output
+    assert "per-tensor" in result.output
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = chart.with_suffix(".html").read_text()
+    assert page.count("<svg") == 1 and "<td>per-tensor</td>" in page
+
+
+def test_compare_names_a_folder_without_a_report(tmp_path: Path) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "report.json").write_text(json.dumps({"artifacts": "no"}))
+    missing = runner.invoke(app, ["compare", str(tmp_path / "nothing-here")])
+    assert missing.exit_code == 2 and "no report.json there" in missing.output
+    broken = runner.invoke(app, ["compare", str(tmp_path / "broken")])
+    assert broken.exit_code == 2 and "is not a kondense report" in broken.output

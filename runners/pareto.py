@@ -86,7 +86,8 @@ def render_chart(points: Sequence[Point], title: str, image_format: str = "png")
                 color="black" if on_front else "grey",
             )
         axis.plot([p.latency_ms for p in front], [p.metric for p in front], "--", color="tab:blue")
-        axis.set_title(group or title, fontsize=10)
+        if group:
+            axis.set_title(group, fontsize=10)
         axis.set_xlabel("p50 latency, ms (batch 1)")
         axis.set_ylabel("metric vs FP32 (higher is better)")
         axis.grid(True, alpha=0.3)

@@ -460,9 +460,25 @@ class Output(SpecModel):
     )
 
 
+# A Kubernetes resource quantity (apimachinery's resource.Quantity), as the CRD checks it: the
+# runner Job of a spec with `cpu: banana` would be refused by the apiserver and never run.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+
 class Resources(SpecModel):
-    cpu: str | None = Field(default=None, description="CPU request and limit, e.g. '2'.")
-    memory: str | None = Field(default=None, description="Memory request and limit, e.g. '4Gi'.")
+    cpu: str | None = Field(
+        default=None,
+        pattern=QUANTITY_PATTERN,
+        description="CPU request and limit, a Kubernetes quantity, e.g. '2' or '500m'.",
+    )
+    memory: str | None = Field(
+        default=None,
+        pattern=QUANTITY_PATTERN,
+        description="Memory request and limit, a Kubernetes quantity, e.g. '4Gi'.",
+    )
 
 
 class CompressionJobSpec(SpecModel):

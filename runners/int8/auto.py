@@ -283,7 +283,7 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
 
     ctx.progress("quantize auto: measuring each operator type in INT8", 1, 4)
     built = [
-        _build(float_path, work / f"only-{index}.onnx", [c], found, batches, config, large)
+        _build(float_path, work / f"only-{index}.onnx", [c], batches, config, large)
         for index, c in enumerate(found)
     ]
     timings = _time([float_path, *built], timing_inputs, threads)
@@ -302,7 +302,7 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
         )
 
     ctx.progress("quantize auto: combining the operator types kept in INT8", 2, 4)
-    combined = _build(float_path, work / "combined.onnx", kept, found, batches, config, large)
+    combined = _build(float_path, work / "combined.onnx", kept, batches, config, large)
     final = onnx.load_model(str(combined), load_external_data=True)
     prepare.restore_input_dims(final, original_dims)
     target = onnx_files.save_onnx(final, ctx.workdir / MODEL_FILE, external=large)
@@ -434,7 +434,6 @@ def _build(
     source: Path,
     target: Path,
     chosen: Sequence[Candidate],
-    every: Sequence[Candidate],
     batches: list[Batch],
     config: QuantizeConfig,
     large: bool,
@@ -452,11 +451,16 @@ def _build(
     if not dynamic:
         shutil.move(current, target)
         return target
+    import onnx
+
     chosen_nodes = {n for c in dynamic for n in c.nodes}
-    others = sorted({n for c in every for n in c.nodes if c.method == "dynamic"} - chosen_nodes)
     # quantize_dynamic_int8 rewrites Gemm in its source in place: it gets a copy.
     copy = target.with_name(target.stem + "-input.onnx")
     shutil.copyfile(current, copy)
+    # Everything else stays as it is: other candidates, convolutions (never ConvInteger) and
+    # the convolutions static QDQ already quantized.
+    graph = onnx.load_model(str(copy), load_external_data=False).graph
+    others = [n.name for n in graph.node if n.name not in chosen_nodes]
     excluded = [*(config.exclude_nodes or []), *others]
     quantize_dynamic_int8(
         copy, target, config.model_copy(update={"exclude_nodes": excluded}), large=large

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from kondense.api.errors import EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT
@@ -51,6 +52,18 @@ def pvc_claims(spec: CompressionJobSpec) -> dict[str, bool]:
             claim = uri.removeprefix("pvc://").split("/", 1)[0]
             claims[claim] = claims.get(claim, False) or writes
     return claims
+
+
+_VOLUME_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def claim_volume_name(claim: str) -> str:
+    """`pvc-<claim>`, or `pvc-<hash>` for a claim name (a DNS subdomain: dots, up to 253
+    characters) that is no valid volume name (a DNS label of at most 63)."""
+    name = f"pvc-{claim}"
+    if len(name) <= 63 and _VOLUME_NAME.fullmatch(claim):
+        return name
+    return f"pvc-{hashlib.sha256(claim.encode()).hexdigest()[:16]}"
 
 
 def _resources(pool: PoolConfig, spec: CompressionJobSpec) -> dict[str, dict[str, str]]:
@@ -116,7 +129,11 @@ def build_runner_job(
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "work", "mountPath": WORK_DIR},
     ] + [
-        {"name": f"pvc-{claim}", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": not writes}
+        {
+            "name": claim_volume_name(claim),
+            "mountPath": f"{PVC_ROOT}/{claim}",
+            "readOnly": not writes,
+        }
         for claim, writes in sorted(claims.items())
     ]
     volumes = [
@@ -124,7 +141,7 @@ def build_runner_job(
         {"name": "work", "emptyDir": {}},
     ] + [
         {
-            "name": f"pvc-{claim}",
+            "name": claim_volume_name(claim),
             "persistentVolumeClaim": {"claimName": claim, "readOnly": not writes},
         }
         for claim, writes in sorted(claims.items())

@@ -7,6 +7,7 @@ the runner Job's name is deterministic per generation and a 409 means it is alre
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from kondense.api.crd import PENDING, PLURAL
+from kondense.api.crd import FAILED, PENDING, PLURAL
 from kondense.api.errors import BadInput
 from kondense.api.manifest import parse_job
 from kondense.api.spec import API_GROUP, API_VERSION, KIND, CompressionJobSpec
@@ -66,6 +67,21 @@ def parse_spec(cj: Mapping[str, Any]) -> CompressionJobSpec | str:
         return parse_job(document, "spec").spec
     except BadInput as error:
         return str(error)
+
+
+JOB_REJECTED = "JobRejected"
+# What the apiserver answers a Job it will not take (invalid field, admission, quota): the
+# same Job is refused the same way next time.
+REFUSED = frozenset({400, 403, 422})
+
+
+def api_message(error: ApiException) -> str:
+    """The apiserver's own words from an error response (its Status.message)."""
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or error.reason or error.status)
 
 
 class Reconciler:
@@ -255,6 +271,12 @@ class Reconciler:
             # The client validates plain dicts into its models.
             created = self.batch.create_namespaced_job(meta["namespace"], manifest)  # type: ignore[arg-type]
         except ApiException as error:
+            if error.status in REFUSED:
+                return Phase(
+                    FAILED,
+                    JOB_REJECTED,
+                    f"the apiserver refused the runner Job {meta['name']}: {api_message(error)}",
+                )
             if error.status != 409:
                 raise
             created = self.batch.read_namespaced_job(meta["name"], meta["namespace"])

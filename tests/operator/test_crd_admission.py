@@ -61,6 +61,9 @@ INVALID = [
     ("architecture-not-module-colon-function",
      with_(model={"uri": "s3://m/cnn.safetensors", "architecture": "pkg.nets.build"}),
      "spec.model.architecture: Invalid value"),
+    # Quantities the apiserver would refuse in the runner Job (which then never starts).
+    ("cpu-not-a-quantity", with_(resources={"cpu": "banana"}), "spec.resources.cpu"),
+    ("memory-not-a-quantity", with_(resources={"memory": "4 GB"}), "spec.resources.memory"),
 ]  # fmt: skip
 
 

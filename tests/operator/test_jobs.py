@@ -179,3 +179,20 @@ def test_every_uri_of_the_spec_is_listed_and_only_the_output_is_written() -> Non
         "students": False,
         "results": True,
     }
+
+
+def test_claims_whose_names_are_not_volume_names_still_get_valid_volume_names() -> None:
+    """A claim is a DNS subdomain (dots, up to 253 characters); a volume name is a DNS label."""
+    import re
+
+    long_claim = "team-models-" + "x" * 60
+    spec = {"model": {"uri": "pvc://models.v2/bert"}, "output": {"uri": f"pvc://{long_claim}/o"}}
+    volumes = pod_spec(build(cj(**spec), "cpu", CPU))["volumes"]
+    claims = {v["persistentVolumeClaim"]["claimName"]: v["name"] for v in volumes[2:]}
+    assert set(claims) == {"models.v2", long_claim}
+    for name in claims.values():
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name), name
+    mounts = {
+        m["name"] for m in pod_spec(build(cj(**spec), "cpu", CPU))["containers"][0]["volumeMounts"]
+    }
+    assert set(claims.values()) <= mounts

@@ -536,3 +536,30 @@ def test_a_job_left_by_an_earlier_compressionjob_of_the_same_name_is_not_adopted
     assert body["status"]["phase"] == "Succeeded", body["status"]
     (job,) = runner_jobs(cluster, kop_namespace)
     assert job.metadata.labels["kondense.dev/compressionjob-uid"] == new["metadata"]["uid"]
+
+
+def test_a_runner_job_the_apiserver_refuses_fails_the_job_with_its_words(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    """Here a ResourceQuota allows no Jobs (403 'exceeded quota'): retrying cannot help, so
+    the job ends Failed/JobRejected instead of being retried forever without a status."""
+    from kubernetes import client
+
+    client.CoreV1Api(cluster.api_client).create_namespaced_resource_quota(
+        kop_namespace,
+        {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}},
+    )
+    wait_for(
+        client.CoreV1Api(cluster.api_client).list_namespaced_resource_quota,
+        lambda quota: quota.status and quota.status.hard,
+        namespace=kop_namespace,
+    )
+    spec = recipe(tiny_model, operator.workdir / "out-quota", {"export": {}}, nodePool="cpu")
+    apply(cluster, kop_namespace, compression_job("over-quota", **spec))
+    body = wait_cj(cluster, kop_namespace, "over-quota", phase_is("Failed"), 60)
+    status = body["status"]
+    assert status["reason"] == "JobRejected", status
+    assert "exceeded quota" in status["message"] and "count/jobs.batch" in status["message"]
+    assert conditions(body)["Stalled"]["status"] == "True"
+    assert runner_jobs(cluster, kop_namespace) == []
+    assert "JobRejected" in event_reasons(cluster, kop_namespace, "over-quota")

@@ -42,3 +42,13 @@ def test_an_invalid_spec_gives_every_problem_by_field_path() -> None:
     assert any(line.startswith("spec.outputt: unknown field") for line in lines)
     assert any(line.startswith("spec.steps[0]: ") for line in lines)
     assert INVALID_SPEC == "InvalidSpec"
+
+
+def test_resources_that_are_not_kubernetes_quantities_are_refused_by_field() -> None:
+    base = {"model": {"uri": "s3://m/x.onnx"}, "steps": [{"export": {}}], "output": {"uri": "/o"}}
+    problems = parse_spec(cj({**base, "resources": {"cpu": "banana", "memory": "4 GB"}}))
+    assert isinstance(problems, str)
+    assert any(line.startswith("spec.resources.cpu: ") for line in problems.splitlines())
+    assert any(line.startswith("spec.resources.memory: ") for line in problems.splitlines())
+    good = parse_spec(cj({**base, "resources": {"cpu": "500m", "memory": "4Gi"}}))
+    assert isinstance(good, CompressionJobSpec)

@@ -9,6 +9,9 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_REJECTED = 3
 EXIT_TIMED_OUT = 4
+# Storage that did not answer as it should (throttling, a 5xx, a dropped connection, DNS): not
+# the input's fault, so the Job retries the pod (up to its backoffLimit).
+EXIT_STORAGE_UNAVAILABLE = 5
 
 
 class KondenseError(Exception):
@@ -31,6 +34,13 @@ class BadInput(KondenseError):
 
     exit_code = EXIT_BAD_INPUT
     reason = "BadInput"
+
+
+class StorageUnavailable(KondenseError):
+    """Storage failed for a reason of its own (throttling, 5xx, connection, DNS); retried."""
+
+    exit_code = EXIT_STORAGE_UNAVAILABLE
+    reason = "StorageUnavailable"
 
 
 class ResultRejected(KondenseError):

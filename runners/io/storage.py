@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from kondense.api.errors import BadInput
+from kondense.api.errors import BadInput, KondenseError, StorageUnavailable
 from kondense.api.outcome import Artifact
 from kondense.api.spec import DEFAULT_PVC_ROOT
 
@@ -95,20 +95,50 @@ def fetch(uri: str, dest: Path) -> Path:
             raise BadInput(f"{uri}: no such file or directory")
         return path
     fs, remote = filesystem(uri)
-    try:
-        exists = fs.exists(remote)
-    except Exception as error:
-        raise BadInput(f"{uri}: cannot be read ({type(error).__name__}: {error})") from error
-    if not exists:
-        raise BadInput(f"{uri}: no such object")
     name = Path(urlparse(uri).path).name or "download"
     target = dest / name
     dest.mkdir(parents=True, exist_ok=True)
-    if fs.isdir(remote):
-        fs.get(remote.rstrip("/") + "/", str(target), recursive=True)
-    else:
-        fs.get(remote, str(target))
+    try:
+        # info(), not exists(): exists() answers False for a 503 or a refused connection too.
+        if fs.info(remote).get("type") == "directory":
+            fs.get(remote.rstrip("/") + "/", str(target), recursive=True)
+        else:
+            fs.get(remote, str(target))
+    except Exception as error:
+        raise storage_error(uri, error) from error
     return target
+
+
+_NOT_FOUND_STATUS = frozenset({404, 410})
+_FORBIDDEN_STATUS = frozenset({401, 403})
+
+
+def storage_error(uri: str, error: BaseException) -> KondenseError:
+    """What a failed storage call means for the job: BadInput when the object is not there or
+    access is refused (the user's to fix), else StorageUnavailable (throttling, a 5xx, a
+    dropped connection, DNS), which the Job retries. fsspec wraps the cause (an HTTP error
+    becomes FileNotFoundError), so the whole chain of causes is read."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    detail = f"{type(chain[-1]).__name__}: {chain[-1]}"
+    statuses = [s for s in (getattr(e, "status", None) for e in chain) if isinstance(s, int)]
+    names = [cls.__name__ for e in chain for cls in type(e).__mro__]
+    if statuses and statuses[-1] in _NOT_FOUND_STATUS:
+        return BadInput(f"{uri}: no such object")
+    if statuses and statuses[-1] in _FORBIDDEN_STATUS:
+        return BadInput(f"{uri}: access denied ({detail}); check the credentials and permissions")
+    if statuses:
+        return StorageUnavailable(f"{uri}: the storage answered {statuses[-1]} ({detail})")
+    if any(word in name for name in names for word in ("Connect", "Timeout", "DNS")):
+        return StorageUnavailable(f"{uri}: the storage cannot be reached ({detail})")
+    if any(isinstance(e, FileNotFoundError) for e in chain):
+        return BadInput(f"{uri}: no such object")
+    if any(isinstance(e, PermissionError) for e in chain):
+        return BadInput(f"{uri}: access denied ({detail}); check the credentials and permissions")
+    return StorageUnavailable(f"{uri}: the storage failed ({detail})")
 
 
 def sha256_of(path: Path) -> str:
@@ -211,6 +241,13 @@ def _publish_in_place(local_dir: Path, target: Path) -> None:
 
 
 def _publish_remote(local_dir: Path, uri: str, artifacts: list[Artifact]) -> None:
+    try:
+        _put_remote(local_dir, uri, artifacts)
+    except Exception as error:
+        raise storage_error(uri, error) from error
+
+
+def _put_remote(local_dir: Path, uri: str, artifacts: list[Artifact]) -> None:
     fs, remote = filesystem(uri)
     old_report = f"{remote}/{REPORT_NAME}"
     if fs.exists(old_report):

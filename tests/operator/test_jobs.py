@@ -196,3 +196,17 @@ def test_claims_whose_names_are_not_volume_names_still_get_valid_volume_names() 
         m["name"] for m in pod_spec(build(cj(**spec), "cpu", CPU))["containers"][0]["volumeMounts"]
     }
     assert set(claims.values()) <= mounts
+
+
+def test_unavailable_storage_is_retried_and_only_the_inputs_fault_fails_at_once() -> None:
+    from kondense.api.errors import (
+        EXIT_BAD_INPUT,
+        EXIT_REJECTED,
+        EXIT_STORAGE_UNAVAILABLE,
+        EXIT_TIMED_OUT,
+    )
+
+    rules = build(cj(), "cpu", CPU)["spec"]["podFailurePolicy"]["rules"]
+    final = {v for r in rules if r["action"] == "FailJob" for v in r["onExitCodes"]["values"]}
+    assert final == {EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT}
+    assert EXIT_STORAGE_UNAVAILABLE not in final

@@ -13,6 +13,10 @@ EXIT_TIMED_OUT = 4
 # the input's fault, so the Job retries the pod (up to its backoffLimit).
 EXIT_STORAGE_UNAVAILABLE = 5
 
+# The end of the job's time (Unix seconds), set by the operator when it creates the runner
+# Job: retried pods share the Job's activeDeadlineSeconds, so each gets what is left of it.
+DEADLINE_ENV = "KONDENSE_DEADLINE"
+
 
 class KondenseError(Exception):
     """A failure with a message written for the user: what went wrong and what to change."""

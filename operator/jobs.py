@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from kondense.api.errors import EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT
+from kondense.api.errors import DEADLINE_ENV, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT
 from kondense.api.spec import API_GROUP, API_VERSION, DEFAULT_PVC_ROOT, KIND, CompressionJobSpec
 from kondense.operator.config import JOB_ENV, TERMINATION_LOG, PoolConfig
 
@@ -100,13 +100,15 @@ def build_runner_job(
     pool_name: str,
     pool: PoolConfig,
     backoff_limit: int = 2,
+    created: float | None = None,
 ) -> dict[str, Any]:
     """The batch/v1 Job that runs the recipe `spec` of the CompressionJob with metadata `meta`
     on `pool`, owned by that CompressionJob.
 
     Bad input and rejected results (runner exit codes 2 and 3) fail the Job at once; other
     failures are retried up to `backoff_limit` times. The pod meets the restricted Pod
-    Security Standard and gets no service-account token."""
+    Security Standard and gets no service-account token. `created` (Unix seconds, when the
+    Job is created) fixes the runner's absolute deadline, the same for every retry."""
     generation = int(meta.get("generation", 1))
     name = runner_job_name(meta["name"], generation)
     labels = {
@@ -124,7 +126,10 @@ def build_runner_job(
         # The root filesystem is read-only: caches and temporary files go to /tmp.
         {"name": "HOME", "value": "/tmp"},
         {"name": "TMPDIR", "value": "/tmp"},
-    ] + [{"name": key, "value": value} for key, value in sorted(pool.env.items())]
+    ]
+    if created is not None:
+        env.append({"name": DEADLINE_ENV, "value": f"{created + spec.timeout_seconds:.0f}"})
+    env += [{"name": key, "value": value} for key, value in sorted(pool.env.items())]
     mounts = [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "work", "mountPath": WORK_DIR},

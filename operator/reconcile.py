@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -212,7 +213,9 @@ class Reconciler:
             # Created before the configuration changed: report the pool it runs on.
             pool_name = job["metadata"]["labels"].get(LABEL_POOL, "")
         if job is None:
-            manifest = build_runner_job(meta, spec, pool_name, pool, self.config.backoff_limit)
+            manifest = build_runner_job(
+                meta, spec, pool_name, pool, self.config.backoff_limit, created=time.time()
+            )
             created = self._create_job(manifest, meta["uid"])
             if isinstance(created, Phase):
                 self._write(cj, current, operator_status(cj, spec, pool_name, created, now))

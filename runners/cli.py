@@ -84,7 +84,7 @@ def run(
     ] = None,
 ) -> None:
     """Run a CompressionJob on this machine and print the trade-off table."""
-    from kondense.runners.deadline import deadline
+    from kondense.runners.deadline import deadline, seconds_left
     from kondense.runners.engine import Rejected, run_job
 
     outcome: Outcome
@@ -92,7 +92,9 @@ def run(
     report: Report | None = None
     try:
         job, base_dir = _job_from(file, job_env)
-        with console_progress() as progress, deadline(job.spec.timeout_seconds, progress.doing):
+        timeout = job.spec.timeout_seconds
+        left = seconds_left(timeout)  # a retried pod: what is left of the Job's time
+        with console_progress() as progress, deadline(left, progress.doing, limit=timeout):
             report = run_job(job, output, progress, base_dir=base_dir)
         outcome = Outcome(
             succeeded=True,

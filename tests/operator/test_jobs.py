@@ -210,3 +210,14 @@ def test_unavailable_storage_is_retried_and_only_the_inputs_fault_fails_at_once(
     final = {v for r in rules if r["action"] == "FailJob" for v in r["onExitCodes"]["values"]}
     assert final == {EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT}
     assert EXIT_STORAGE_UNAVAILABLE not in final
+
+
+def test_every_attempt_gets_the_same_absolute_deadline_created_with_the_job() -> None:
+    """Retries share the Job's activeDeadlineSeconds, so the runner gets the end of the job's
+    time, not a fresh timeoutSeconds per pod."""
+    from kondense.api.errors import DEADLINE_ENV
+
+    job = build(cj(timeoutSeconds=600), "cpu", CPU, created=1_800_000_000.0)
+    env = {e["name"]: e["value"] for e in pod_spec(job)["containers"][0]["env"]}
+    assert float(env[DEADLINE_ENV]) == 1_800_000_000.0 + 600
+    assert job["spec"]["activeDeadlineSeconds"] == 600 + 60

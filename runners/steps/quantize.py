@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,14 +26,19 @@ from kondense.api.spec import (
     DataSource,
     QuantizeConfig,
     QuantizeMode,
+    Task,
 )
 from kondense.runners.core import Model, StepContext
+from kondense.runners.int8 import variants
+from kondense.runners.int8.variants import Variant
 from kondense.runners.model import MODEL_FILE, onnx_files
 from kondense.runners.model.assets import tokenizer_dir
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
+
+    from kondense.runners.io.data import Batch
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,17 @@ FP16_EXTRA_BLOCKED = ("ReduceSum", "ReduceMean", "Pow", "Sqrt", "Erf", "Softmax"
 # Attention and EmbedLayerNormalization of transformer fusion included. The embedding Gather
 # is included because the word embeddings are half of a small BERT's bytes.
 DYNAMIC_OPS = ("MatMul", "Attention", "EmbedLayerNormalization", "Gather", "Conv")
+# Dynamic INT8 is tuned on this many samples, in batches of TUNE_BATCH: enough to rank
+# variants and ops on MiniLM in seconds on two cores.
+TUNE_SAMPLES = 32
+TUNE_BATCH = 8
+# A variant's latency: LATENCY_TURNS turns of LATENCY_RUNS runs each, after a warm-up turn.
+LATENCY_TURNS = 4
+LATENCY_RUNS = 5
+# An op stays float only if that raises the tuning cosine by this much at least.
+SENSITIVITY_MIN_GAIN = 0.0005
+# How many of the ops with the largest INT8 error the report names.
+SENSITIVITY_REPORTED = 5
 # Static INT8 puts QDQ pairs around weighted ops and the ops int8 flows through unchanged.
 # Quantizing every registered op (ORT's default: Add, Mul, LayerNormalization...) took MiniLM's
 # embedding cosine to 0.37; this list gave 0.94 (per-channel, minmax, 160 samples).
@@ -77,7 +94,7 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
     ctx.report("quantizePreprocess", how)
     if config.mode is QuantizeMode.dynamic:
         ctx.progress("quantize: dynamic INT8", 1, 2)
-        quantize_dynamic_int8(prepared, target, config, large=large)
+        quantize_dynamic_for_cpu(prepared, target, config, ctx, assets=model.assets, large=large)
     else:
         source = ctx.data.calibration
         if source is None:
@@ -180,21 +197,29 @@ def _present_ops(path: Path) -> set[str]:
 
 
 def quantize_dynamic_int8(
-    source: Path, target: Path, config: QuantizeConfig, *, large: bool
+    source: Path,
+    target: Path,
+    config: QuantizeConfig,
+    *,
+    large: bool,
+    variant: Variant = variants.S8,
+    keep_float: Sequence[str] = (),
 ) -> None:
-    """Dynamic INT8: signed 8-bit weights (per channel by default), activations at run time."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """Dynamic INT8: 8-bit weights (signed and full range unless `variant` says otherwise; per
+    channel by default), activations at run time; config.exclude_nodes and `keep_float`
+    stay float."""
+    from onnxruntime.quantization import quantize_dynamic
 
     source = gemm_as_matmul(source)
     present = _present_ops(source)
     quantize_dynamic(
         str(source),
         str(target),
-        weight_type=QuantType.QInt8,
+        weight_type=variant.weight_type(),
         per_channel=config.per_channel,
-        reduce_range=False,
+        reduce_range=variant.reduce_range,
         op_types_to_quantize=[op for op in DYNAMIC_OPS if op in present],
-        nodes_to_exclude=list(config.exclude_nodes or []),
+        nodes_to_exclude=[*(config.exclude_nodes or []), *keep_float],
         use_external_data_format=large,
         extra_options={
             # Attention scores (activation x activation MatMul) stay float: quantizing them
@@ -203,6 +228,244 @@ def quantize_dynamic_int8(
             **UNKNOWN_TYPES_ARE_FLOAT,
         },
     )
+
+
+def quantize_dynamic_for_cpu(
+    source: Path,
+    target: Path,
+    config: QuantizeConfig,
+    ctx: StepContext,
+    *,
+    assets: Path | None,
+    large: bool,
+) -> None:
+    """Dynamic INT8 suited to this CPU, with its most sensitive ops kept float when needed.
+
+    1. The CPU's integer dot-product kind is noted (`cpuInt8`), and a probe tells whether its
+       u8 x s8 kernel saturates (AVX2-only CPUs do); the candidate variants for it are
+       measured on tuning data (cosine of the outputs to float's, and latency when there is
+       a choice), and the fastest meeting TUNE_COSINE_TARGET is kept (`int8Variant`,
+       `int8Reason` with the figures).
+    2. Unless config.keep_float is 0, each weighted op's own INT8 error is measured in one
+       run (runners/int8/sensitivity.py, `int8OpErrors`); while the tuning cosine is under
+       the target, the op with the largest error is kept float if that measurably raises the
+       cosine, at most config.keep_float of them (`keptFloat` says which and why).
+
+    Measured on MiniLM (100 held-out sentences, sequence 128): with AMX/VNNI kernels the
+    probe is exact and S8 per channel gives cosine 0.9925, and nothing is kept float:
+    keeping the four worst ops float would gain 0.002 cosine for 26% more bytes (3.2x
+    smaller instead of 3.9x).
+    """
+    from kondense.runners.measure.cpu import cpu_info
+
+    kind = cpu_info().int8_dot_product
+    ctx.report("cpuInt8", kind)
+    probe = variants.u8s8_probe()
+    options = variants.candidates(probe.saturates)
+    if len(options) == 1 and config.keep_float == 0:
+        quantize_dynamic_int8(source, target, config, large=large, variant=options[0])
+        ctx.report("int8Variant", options[0].name)
+        ctx.report("int8Reason", f"{kind}: {probe.describe()}; keepFloat 0: nothing measured")
+        return
+    ctx.progress("quantize: dynamic INT8, measuring variants", 1, 3)
+    what, batches = tune_batches(source, ctx, assets)
+    tuning = TuningRun(source, batches, pooled=ctx.task is Task.text_embedding)
+    paths = [ctx.workdir / f"int8-{v.name}.onnx" for v in options]
+    for variant, path in zip(options, paths, strict=True):
+        quantize_dynamic_int8(source, path, config, large=large, variant=variant)
+    cosines = [tuning.cosine(path) for path in paths]
+    timed = tuning.latencies(paths) if len(paths) > 1 else [None]
+    trials = [variants.Trial(v, c, ms) for v, c, ms in zip(options, cosines, timed, strict=True)]
+    chosen = variants.choose(trials)
+    chosen_path = paths[trials.index(chosen)]
+    for path in paths:
+        if path != chosen_path:
+            _remove_onnx(path)
+    meets = chosen.cosine >= variants.TUNE_COSINE_TARGET
+    ctx.report("int8Variant", chosen.variant.name)
+    ctx.report(
+        "int8Reason",
+        f"{kind}: {probe.describe()}; measured on {tuning.samples} tuning samples ({what}): "
+        + "; ".join(t.describe() for t in trials)
+        + ("; the only candidate" if len(trials) == 1 else "")
+        + ("; the fastest meeting" if meets and len(trials) > 1 else "")
+        + ("" if meets else "; the most accurate, under")
+        + (f" cosine {variants.TUNE_COSINE_TARGET}" if len(trials) > 1 or not meets else ""),
+    )
+    if config.keep_float > 0:
+        ctx.progress("quantize: dynamic INT8, measuring each op", 2, 3)
+        chosen_path = keep_sensitive_float(
+            source, chosen_path, chosen, config, ctx, tuning, large=large
+        )
+    _remove_onnx(target)
+    # A large model's external data file stays beside it under the name the model refers to.
+    shutil.move(chosen_path, target)
+
+
+def _remove_onnx(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".data").unlink(missing_ok=True)
+
+
+def keep_sensitive_float(
+    source: Path,
+    quantized: Path,
+    chosen: variants.Trial,
+    config: QuantizeConfig,
+    ctx: StepContext,
+    tuning: TuningRun,
+    *,
+    large: bool,
+) -> Path:
+    """`quantized`, or a re-quantization of `source` with its most sensitive ops in float."""
+    import onnx
+
+    from kondense.runners.int8 import sensitivity
+
+    excluded = set(config.exclude_nodes or [])
+    present = _present_ops(source)
+    float_model = onnx.load_model(str(source), load_external_data=False)
+    ops = [
+        op
+        for op in sensitivity.weighted_ops(float_model, [o for o in DYNAMIC_OPS if o in present])
+        if op.name not in excluded
+    ]
+    del float_model
+    errors = sensitivity.op_errors(
+        source, quantized, tuning.batches, ops, ctx.workdir, threads=tuning.threads
+    )
+    ranking = sensitivity.ranked(errors)
+    ctx.report(
+        "int8OpErrors",
+        ", ".join(f"{name} {error:.4f}" for name, error in ranking[:SENSITIVITY_REPORTED]),
+    )
+    target = variants.TUNE_COSINE_TARGET
+    cosine = chosen.cosine
+    kept: list[str] = []
+    reasons: list[str] = []
+    for name, error in ranking[: config.keep_float]:
+        if cosine >= target:
+            break
+        trial = ctx.workdir / f"int8-keep-{len(kept) + 1}.onnx"
+        quantize_dynamic_int8(
+            source, trial, config, large=large, variant=chosen.variant, keep_float=[*kept, name]
+        )
+        gained = tuning.cosine(trial)
+        if gained - cosine < SENSITIVITY_MIN_GAIN:
+            _remove_onnx(trial)
+            continue
+        reasons.append(f"{name} (op error {error:.4f}; tuning cosine {cosine:.4f} -> {gained:.4f})")
+        kept.append(name)
+        cosine = gained
+        _remove_onnx(quantized)
+        quantized = trial
+    if reasons:
+        ctx.report("keptFloat", ", ".join(reasons))
+    elif cosine >= target:
+        ctx.report(
+            "keptFloat",
+            f"none: tuning cosine {cosine:.4f} meets {target} with every weighted op in INT8",
+        )
+    else:
+        ctx.report(
+            "keptFloat",
+            f"none: tuning cosine {cosine:.4f} is under {target}, and keeping the "
+            f"{min(config.keep_float, len(ranking))} worst ops float did not raise it by "
+            f"{SENSITIVITY_MIN_GAIN}",
+        )
+    return quantized
+
+
+class TuningRun:
+    """The float model's outputs on the tuning batches, to score INT8 candidates against."""
+
+    def __init__(self, source: Path, batches: list[Batch], *, pooled: bool) -> None:
+        from kondense.runners.measure.inference import available_cpus
+
+        self.batches = batches
+        self.pooled = pooled
+        self.threads = available_cpus()
+        self.samples = sum(len(b) for b in batches)
+        self.reference = self._outputs(source)
+
+    def _session(self, path: Path) -> Any:
+        from kondense.runners.measure.inference import CPU, Device, open_session
+
+        return open_session(path, threads=self.threads, device=Device("cpu", CPU))
+
+    def _outputs(self, path: Path) -> np.ndarray:
+        import numpy as np
+
+        from kondense.runners.measure.evaluate import mean_pool
+        from kondense.runners.measure.inference import run_batches
+
+        outputs = []
+        for batch, output in run_batches(self._session(path), self.batches):
+            if self.pooled:
+                output = mean_pool(output, batch.inputs.get("attention_mask"))
+            outputs.append(output.reshape(len(output), -1).astype(np.float64))
+        return np.concatenate(outputs)
+
+    def cosine(self, path: Path) -> float:
+        """Mean cosine of `path`'s outputs to the float model's (as one vector when the model
+        gives one value per sample: the cosine of two scalars is only their sign)."""
+        from kondense.runners.measure.evaluate import mean_cosine
+
+        got, want = self._outputs(path), self.reference
+        if want.shape[1] == 1:
+            got, want = got.reshape(1, -1), want.reshape(1, -1)
+        return mean_cosine(got, want)
+
+    def latencies(self, paths: Sequence[Path]) -> list[float | None]:
+        """Median ms of one sample per model; models take turns, so load hits each alike."""
+        import time
+
+        import numpy as np
+
+        from kondense.runners.measure.inference import feed
+
+        sessions = [self._session(p) for p in paths]
+        one = {k: v[:1] for k, v in self.batches[0].inputs.items()}
+        feeds = [feed(s, one) for s in sessions]
+        times: list[list[float]] = [[] for _ in paths]
+        for turn in range(LATENCY_TURNS + 1):
+            for index, (session, inputs) in enumerate(zip(sessions, feeds, strict=True)):
+                for _ in range(LATENCY_RUNS):
+                    started = time.perf_counter()
+                    session.run(None, inputs)
+                    if turn:  # the first turn warms up
+                        times[index].append((time.perf_counter() - started) * 1000)
+        return [float(np.median(t)) for t in times]
+
+
+def tune_batches(source: Path, ctx: StepContext, assets: Path | None) -> tuple[str, list[Batch]]:
+    """Tuning inputs and what they are: spec.data.calibration when given, else kondense's
+    built-in tune split (never the held-out evaluate split); TUNE_SAMPLES at most."""
+    from kondense.runners.io.builtin import representative_batches
+    from kondense.runners.io.data import iter_batches, onnx_input_signatures
+
+    calibration = ctx.data.calibration
+    if calibration is not None:
+        batches = list(
+            iter_batches(
+                calibration.model_copy(update={"samples": min(calibration.samples, TUNE_SAMPLES)}),
+                input_names=model_inputs(source),
+                tokenizer_dir=tokenizer_dir(assets),
+                batch_size=TUNE_BATCH,
+                sequence_length=ctx.sequence_length,
+            )
+        )
+        if batches:
+            return "spec.data.calibration", batches
+    kind, batches = representative_batches(
+        onnx_input_signatures(source),
+        assets,
+        split="tune",
+        batch_size=TUNE_BATCH,
+        sequence_length=ctx.sequence_length,
+        samples=TUNE_SAMPLES,
+    )
+    return kind.value, batches
 
 
 def gemm_as_matmul(path: Path) -> Path:

@@ -24,6 +24,7 @@ import kopf
 
 from kondense.operator import handlers, metrics
 from kondense.operator.config import ConfigError, load_config
+from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from kondense.operator.reconcile import Reconciler
 
 # A watch that silently stops delivering events is kopf's known failure mode: the server ends
@@ -33,6 +34,7 @@ WATCH_CLIENT_TIMEOUT_S = 150
 WATCH_CONNECT_TIMEOUT_S = 10
 # Failed reconciles are retried this often; every job in flight is revisited 6x as rarely.
 RESYNC_INTERVAL_S = 10.0
+CHILDREN_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,6 +74,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
     settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT_S
+    # The handlers' `labels=` filter runs on the client, after the apiserver streamed every
+    # Pod and Job in the cluster; these selectors go into the watch requests themselves.
+    for group, plural in (("batch", "jobs"), ("", "pods")):
+        settings.watching.label_selectors[group, "v1", plural] = CHILDREN_SELECTOR
     # Handler progress (if kopf ever keeps any) goes to annotations, which a structural
     # schema never prunes; nothing is written to status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kondense.dev")

@@ -58,3 +58,20 @@ def test_handlers_take_the_reconciler_from_kopfs_memo() -> None:
     assert not hasattr(handlers, "RECONCILER")
     with pytest.raises(kopf.PermanentError):
         handlers.compression_job_event(body=body, type="MODIFIED", memo=kopf.Memo())
+
+
+def test_runner_jobs_and_pods_are_filtered_by_label_on_the_server() -> None:
+    """kopf's handler `labels=` filter runs on the client, after every Pod and Job in the
+    cluster was streamed; a watching.label_selectors entry goes into the watch request."""
+    from kopf._cogs.structs.references import Resource
+
+    settings = kopf.OperatorSettings()
+    configure(settings=settings)
+    selectors = settings.watching.label_selectors
+    for resource in (
+        Resource("batch", "v1", "jobs", kind="Job", namespaced=True),
+        Resource("", "v1", "pods", kind="Pod", namespaced=True),
+    ):
+        assert selectors.collect(resource) == ["app.kubernetes.io/managed-by=kondense-operator"]
+    ours = Resource("kondense.dev", "v1alpha1", "compressionjobs", kind="CompressionJob")
+    assert selectors.collect(ours) == []

@@ -66,6 +66,7 @@ class JobTable:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._counted: set[tuple[str, str, str]] = set()  # the label sets JOBS has
 
     def record(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Note `status`; a job reaching a terminal phase has its duration and results exported."""
@@ -92,9 +93,14 @@ class JobTable:
         counts: dict[tuple[str, str, str], int] = {}
         for entry in self._jobs.values():
             counts[entry] = counts.get(entry, 0) + 1
-        JOBS.clear()
+        # Set, then remove what is gone: a scrape in between never sees a series vanish (a
+        # clear() first left the gauge empty until it was filled again).
         for (phase, recipe, pool), count in counts.items():
             JOBS.labels(phase, recipe, pool).set(count)
+        for labels in self._counted - counts.keys():
+            with contextlib.suppress(KeyError):
+                JOBS.remove(*labels)
+        self._counted = set(counts)
 
     def _finished(
         self, namespace: str, name: str, recipe: str, pool: str, status: dict[str, Any], first: bool

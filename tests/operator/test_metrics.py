@@ -68,3 +68,39 @@ def test_finished_job_exports_ratio_speedup_drop_and_duration_once() -> None:
     assert count >= 1 and total >= 90
     table.forget("m2", "done")
     assert ("kondense_compressionjob_size_ratio", labels) not in samples()
+
+
+def test_a_scrape_during_a_census_always_sees_every_series() -> None:
+    """The census used to clear the gauge and fill it again: a scrape in between saw none."""
+    import sys
+    import threading
+
+    table = JobTable()
+    table.record("m3", "steady", running("recipe-m3"))
+    key = (
+        "kondense_compressionjobs",
+        (("phase", "Running"), ("pool", "cpu"), ("recipe", "recipe-m3")),
+    )
+    stop = threading.Event()
+    gaps: list[int] = []
+
+    def scrape() -> None:
+        while not stop.is_set():
+            if key not in samples():
+                gaps.append(1)
+
+    scraper = threading.Thread(target=scrape)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        scraper.start()
+        for i in range(3000):
+            table.record("m3", f"other-{i % 7}", running("recipe-m3b"))
+    finally:
+        stop.set()
+        scraper.join()
+        sys.setswitchinterval(interval)
+        table.forget("m3", "steady")
+        for i in range(7):
+            table.forget("m3", f"other-{i}")
+    assert gaps == []

@@ -334,8 +334,23 @@ class DistillMode(StrEnum):
 class StudentSource(SpecModel):
     uri: str | None = Field(
         default=None,
-        description="A student model to train. When omitted the student is derived from the "
-        "teacher.",
+        description="A student model to train: a Hugging Face directory, or a .safetensors "
+        "file with student.architecture. When omitted the student is derived from the teacher.",
+    )
+    architecture: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=ARCHITECTURE_PATTERN,
+        description=(
+            "A student defined in code, as 'package.module:function' importable in the runner's "
+            "environment. With student.uri, the network its .safetensors weights are loaded "
+            "into; without, the student starts from the function's own initialisation."
+        ),
+    )
+    architecture_args: dict[str, Any] | None = Field(
+        default=None,
+        description="Keyword arguments passed to student.architecture.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     keep_every: int = Field(
         default=2,

@@ -1,6 +1,7 @@
 """Models defined in code: a network built by a callable of the runner's environment
 (spec.model.architecture, 'package.module:function'), its weights loaded from a safetensors
-file (spec.model.uri). Nothing is unpickled.
+file (spec.model.uri). Nothing is unpickled. A distillation student can be given the same way
+(distill.student.architecture and uri).
 
 The callable is imported from the runner's own environment (the runner image, or the
 environment `kondense run` runs in), never from the model's folder: code comes from whoever
@@ -23,14 +24,14 @@ from kondense.api.spec import (
     NEEDS_ARCHITECTURE,
     ModelFormat,
     ModelSource,
+    StudentSource,
 )
 
 if TYPE_CHECKING:
     import torch
 
-FIELD = "spec.model.architecture"
-ARGS_FIELD = "spec.model.architectureArgs"
-WEIGHTS_FIELD = "spec.model.uri"
+# Errors name fields under a prefix: spec.model, or distill.student for a student.
+MODEL = "spec.model"
 DERIVED_IMAGE_ADVICE = (
     "install the package that defines it into the runner's environment (on a cluster: a "
     "runner image derived from kondense's, see examples/runner-derived.Dockerfile)"
@@ -44,9 +45,12 @@ REFUSED_PACKAGES = frozenset(
 SHOWN = 5
 
 
-def source_module(path: Path, detected: ModelFormat, source: ModelSource) -> torch.nn.Module | None:
+def source_module(
+    path: Path, detected: ModelFormat, source: ModelSource | StudentSource, *, at: str = MODEL
+) -> torch.nn.Module | None:
     """The network of a safetensors model, in eval mode, with the weights at `path`; None
-    for every other format (those load from their files).
+    for every other format (those load from their files). `at` is where `source` sits in
+    the spec (spec.model, distill.student): errors name fields under it.
 
     BadInput when a safetensors model has no architecture, or an architecture is given for
     another format (the cross-field rules catch only a declared format; this is the detected
@@ -54,46 +58,45 @@ def source_module(path: Path, detected: ModelFormat, source: ModelSource) -> tor
     """
     if detected is not ModelFormat.safetensors:
         if source.architecture is not None:
-            raise BadInput(
-                f"{ARCHITECTURE_NEEDS_SAFETENSORS} ({path.name} is a {detected.value} model)"
-            )
+            raise _rule_broken(at, ARCHITECTURE_NEEDS_SAFETENSORS, f"{path.name} is {detected}")
         return None
     if source.architecture is None:
-        raise BadInput(f"{NEEDS_ARCHITECTURE} ({path.name} is a safetensors file)")
-    module = build_architecture(source.architecture, source.architecture_args or {})
-    load_weights(module, path)
+        raise _rule_broken(at, NEEDS_ARCHITECTURE, f"{path.name} is safetensors")
+    module = build_architecture(source.architecture, source.architecture_args or {}, at=at)
+    load_weights(module, path, at=at)
     return module.eval()
 
 
-def build_architecture(name: str, args: Mapping[str, Any]) -> torch.nn.Module:
+def build_architecture(name: str, args: Mapping[str, Any], *, at: str = MODEL) -> torch.nn.Module:
     """Call the callable `name` ('package.module:function') with `args` as keyword arguments.
 
-    BadInput (field spec.model.architecture or architectureArgs) when it cannot be imported,
+    BadInput (field `at`.architecture or `at`.architectureArgs) when it cannot be imported,
     when the arguments do not fit its signature, when it raises, or when it returns anything
     but a torch.nn.Module.
     """
     import torch
 
-    build = import_callable(name)
-    _check_arguments(build, name, args)
+    field = f"{at}.architecture"
+    build = import_callable(name, field=field)
+    _check_arguments(build, name, args, field=f"{at}.architectureArgs")
     try:
         module = build(**args)
     except Exception as error:
         raise BadInput(
             f"{name}(**architectureArgs) raised {type(error).__name__}: {error}; check "
-            "spec.model.architectureArgs against what the function expects",
-            field=FIELD,
+            f"{at}.architectureArgs against what the function expects",
+            field=field,
         ) from error
     if not isinstance(module, torch.nn.Module):
         raise BadInput(
             f"{name} returned a {type(module).__module__}.{type(module).__qualname__}, not a "
             "torch.nn.Module; name the function or class that builds the network",
-            field=FIELD,
+            field=field,
         )
     return module
 
 
-def import_callable(name: str) -> Callable[..., Any]:
+def import_callable(name: str, *, field: str = f"{MODEL}.architecture") -> Callable[..., Any]:
     """The callable 'package.module:function' names, imported from the runner's environment."""
     module_name, _, attribute = name.partition(":")
     package = module_name.split(".")[0]
@@ -102,7 +105,7 @@ def import_callable(name: str) -> Callable[..., Any]:
             f"{name} is part of {package}, which kondense does not call as an architecture "
             "(its functions can run commands or load pickles); name a function of the package "
             "that defines your network",
-            field=FIELD,
+            field=field,
         )
     try:
         module = importlib.import_module(module_name)
@@ -110,22 +113,24 @@ def import_callable(name: str) -> Callable[..., Any]:
         raise BadInput(
             f"cannot import {module_name} ({type(error).__name__}: {error}); "
             f"{DERIVED_IMAGE_ADVICE}",
-            field=FIELD,
+            field=field,
         ) from error
     build = getattr(module, attribute, None)
     if build is None:
         raise BadInput(
             f"{module_name} has no attribute {attribute!r}; name the function or class that "
             "builds the network, as 'package.module:function'",
-            field=FIELD,
+            field=field,
         )
     if not callable(build):
-        raise BadInput(f"{name} is a {type(build).__name__}, not a function or class", field=FIELD)
+        raise BadInput(f"{name} is a {type(build).__name__}, not a function or class", field=field)
     result: Callable[..., Any] = build
     return result
 
 
-def _check_arguments(build: Callable[..., Any], name: str, args: Mapping[str, Any]) -> None:
+def _check_arguments(
+    build: Callable[..., Any], name: str, args: Mapping[str, Any], *, field: str
+) -> None:
     try:
         signature = inspect.signature(build)
     except (TypeError, ValueError):  # some builtins have none; calling them tells
@@ -134,15 +139,15 @@ def _check_arguments(build: Callable[..., Any], name: str, args: Mapping[str, An
         signature.bind(**args)
     except TypeError as error:
         raise BadInput(
-            f"{dict(args)} do not fit {name}{signature}: {error}", field=ARGS_FIELD
+            f"{dict(args)} do not fit {name}{signature}: {error}", field=field
         ) from error
 
 
-def load_weights(module: torch.nn.Module, path: Path) -> None:
+def load_weights(module: torch.nn.Module, path: Path, *, at: str = MODEL) -> None:
     """Load the safetensors file at `path` into `module`, every key accounted for.
 
-    BadInput (field spec.model.uri) naming the missing and unexpected keys and the shapes
-    that differ: weights of another network, or of this one built with other arguments.
+    BadInput (field `at`.uri) naming the missing and unexpected keys and the shapes that
+    differ: weights of another network, or of this one built with other arguments.
     Parameters tied to one another (saved once by safetensors) count as present when one of
     them is.
     """
@@ -153,7 +158,7 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
         weights = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
         raise BadInput(
-            f"cannot read {path.name} as safetensors: {error}", field=WEIGHTS_FIELD
+            f"cannot read {path.name} as safetensors: {error}", field=f"{at}.uri"
         ) from error
     expected = module.state_dict()
     tied = _tied_names(expected)
@@ -173,10 +178,10 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
         problems.append(f"other shapes: {_listed(shapes)}")
     if problems:
         raise BadInput(
-            f"the weights in {path.name} do not fit the network spec.model.architecture builds: "
+            f"the weights in {path.name} do not fit the network {at}.architecture builds: "
             f"{'; '.join(problems)}. Check that the file was saved from this architecture with "
-            "the same spec.model.architectureArgs",
-            field=WEIGHTS_FIELD,
+            f"the same {at}.architectureArgs",
+            field=f"{at}.uri",
         )
     module.load_state_dict(weights, strict=False)  # the tied names left out are the same tensor
 
@@ -189,6 +194,13 @@ def _tied_names(state: Mapping[str, torch.Tensor]) -> dict[str, set[str]]:
             key = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()))
             by_storage.setdefault(key, set()).add(name)
     return {n: group - {n} for group in by_storage.values() if len(group) > 1 for n in group}
+
+
+def _rule_broken(at: str, rule: str, detail: str) -> BadInput:
+    """A cross-field rule of the spec ('spec.model.field: advice') broken by the detected
+    format, said in the rule's words, under `at` (a student's rules are the model's)."""
+    field, _, advice = rule.replace(MODEL, at).partition(": ")
+    return BadInput(f"{advice} ({detail})", field=field)
 
 
 def _listed(names: list[str]) -> str:

@@ -36,13 +36,14 @@ def detect_format(path: Path) -> ModelFormat:
         return _detect_directory(path)
     if zipfile.is_zipfile(path):
         return _detect_archive(path)
+    # Before the pickle check: a safetensors header length can start with the byte 0x80 too.
+    if _is_safetensors(path):
+        return ModelFormat.safetensors
     with path.open("rb") as handle:
         head = handle.read(2)
     # Pickle protocol 2+ starts with the PROTO opcode 0x80: a legacy torch.save checkpoint.
     if head[:1] == b"\x80" or path.suffix.lower() in PICKLE_SUFFIXES:
         raise _pickle_refused(path)
-    if _is_safetensors(path):
-        return ModelFormat.safetensors
     if path.suffix.lower() == ".safetensors":
         raise BadInput(
             f"{path.name} is named .safetensors but is not a safetensors file (no valid "

@@ -4,9 +4,11 @@ soft-targets: `L = alpha*CE(y, s) + (1-alpha)*T^2*KL(softmax(t/T) || softmax(s/T
 task-specific: unlabelled domain data, the teacher's outputs are the only targets (embedding
 models: cosine between sentence embeddings; classifiers: the soft-target term alone).
 
-The student is `student.uri` or derived from the teacher: transformers keep every k-th block
-(`student.keepEvery`), other networks keep `student.width` of their channels. The output is the
-trained student, in memory and, for Hugging Face models, saved as a directory.
+The student is given (`student.uri`: a Hugging Face directory, or a .safetensors file with
+`student.architecture`; or `student.architecture` alone, from its own initialisation) or
+derived from the teacher: transformers keep every k-th block (`student.keepEvery`), other
+networks keep `student.width` of their channels. The output is the trained student, in memory
+and, for Hugging Face models, saved as a directory.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kondense.api.errors import BadInput
-from kondense.api.spec import DistillConfig, DistillMode, Task
+from kondense.api.spec import DistillConfig, DistillMode, StudentSource, Task
 from kondense.runners.core import Model, StepContext
 
 if TYPE_CHECKING:
     import torch
 
     from kondense.runners.nn.training import BatchStream, TrainingBatch
+
+STUDENT = "distill.student"
 
 
 def run(model: Model, config: DistillConfig, ctx: StepContext) -> Model:
@@ -94,9 +98,10 @@ def _student(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     from kondense.runners.nn import layers, students, trainable
 
-    if config.student.uri is not None:
-        student = _load_student(config.student.uri, task, ctx.workdir / "student")
-        return student, {"student": config.student.uri}
+    given = config.student
+    if given.uri is not None or given.architecture is not None:
+        student = _load_student(given, task, ctx.workdir / "student")
+        return student, {"student": given.uri or f"{given.architecture}, its own initialisation"}
     if layers.transformer_layers(teacher) is not None:
         student, kept = students.shallow_student(teacher, config.student.keep_every)
         described = "teacher layers " + ",".join(map(str, kept))
@@ -110,17 +115,33 @@ def _student(
     return student, {"student": described}
 
 
-def _load_student(uri: str, task: Task, scratch: Path) -> torch.nn.Module:
+def _load_student(given: StudentSource, task: Task, scratch: Path) -> torch.nn.Module:
+    """The student given by the spec: a Hugging Face directory, a .safetensors file with the
+    architecture that builds it, or that architecture alone (trained from its own
+    initialisation)."""
     from kondense.runners.io import storage
+    from kondense.runners.model import architecture, formats
     from kondense.runners.model.torch_modules import load_huggingface
 
-    path = storage.fetch(uri, scratch)  # local paths as they are; s3:// and https:// fetched
+    if given.uri is None:
+        assert given.architecture is not None
+        args = given.architecture_args or {}
+        return architecture.build_architecture(given.architecture, args, at=STUDENT).train()
+    path = storage.fetch(given.uri, scratch)  # local paths as they are; s3:// and https:// fetched
+    if given.architecture is not None or path.suffix == ".safetensors":
+        try:
+            path, detected = formats.locate_model(path)
+        except BadInput as error:  # the same refusals as the teacher's, named for the student
+            raise BadInput(error.args[0], field=f"{STUDENT}.uri") from error
+        module = architecture.source_module(path, detected, given, at=STUDENT)
+        if module is not None:
+            return module.train()
     if not path.is_dir():
         raise BadInput(
-            f"{uri} is not a Hugging Face model directory; a student must be a trainable "
-            "PyTorch model with layers (config.json + safetensors), or omit student.uri to "
-            "derive one from the teacher",
-            field="distill.student.uri",
+            f"{given.uri} is not a Hugging Face model directory; a student must be a trainable "
+            "PyTorch model with layers (config.json + safetensors, or a .safetensors file with "
+            "student.architecture), or omit student.uri to derive one from the teacher",
+            field=f"{STUDENT}.uri",
         )
     return load_huggingface(path, task).train()
 

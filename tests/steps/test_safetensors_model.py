@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from fixtures.archs import build_cnn
 from fixtures.models import DIGITS_INPUTS, accuracy, run_onnx
 from fixtures.models import step_context as export_context
 from fixtures.training import job_spec, step_context
@@ -78,6 +79,19 @@ def test_a_safetensors_file_is_detected_by_its_header(
         folder / "weights.safetensors",
         ModelFormat.safetensors,
     )
+
+
+def test_a_header_length_starting_with_the_pickle_opcode_byte_is_still_safetensors(
+    tmp_path: Path,
+) -> None:
+    # The 8-byte header length is little-endian: 0x180 bytes start with 0x80, like a pickle.
+    path = tmp_path / "weights.safetensors"
+    for size in range(64, 512):
+        save_file({"w": torch.ones(2)}, str(path), metadata={"note": "x" * size})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    assert formats.detect_format(path) is ModelFormat.safetensors
 
 
 def test_weights_load_into_the_architecture_exactly(
@@ -193,10 +207,12 @@ def test_weights_of_other_shapes_name_each_shape(digits_safetensors: Path) -> No
 def test_a_safetensors_model_needs_an_architecture_and_only_it_takes_one(
     digits_safetensors: Path, tiny_onnx: Path
 ) -> None:
-    with pytest.raises(BadInput, match="needs the callable that builds it"):
+    with pytest.raises(BadInput, match="needs the callable that builds it") as refused:
         _load(digits_safetensors, None)
-    with pytest.raises(BadInput, match="only safetensors models take an architecture"):
+    assert refused.value.field == "spec.model.architecture"
+    with pytest.raises(BadInput, match="only safetensors models take an architecture") as refused:
         _load(tiny_onnx)
+    assert refused.value.field == "spec.model.architecture"
     assert _load(tiny_onnx, None) is None  # other formats load from their files
 
 
@@ -323,3 +339,60 @@ def test_the_example_package_builds_the_network_the_example_weights_fit(
     monkeypatch.syspath_prepend(str(package))
     module = _load(digits_safetensors, "digits_nets:build_cnn", width=32)
     assert type(module).__module__ == "digits_nets"
+
+
+def test_a_student_given_as_safetensors_and_its_architecture_is_trained(
+    digits_safetensors: Path,
+    digits_train_npz: Path,
+    digits: dict[str, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(1)
+    weights = tmp_path / "student.safetensors"
+    save_model(build_cnn(8), str(weights))
+    given = {"uri": str(weights), "architecture": CNN, "architectureArgs": {"width": 8}}
+    teacher = _model(digits_safetensors)
+    spec = job_spec(
+        {"distill": {"student": given, "training": {"epochs": 3, "learningRate": 0.003}}},
+        training={"uri": str(digits_train_npz), "samples": 1400},
+    )
+    config = spec.steps[0].distill
+    assert isinstance(config, DistillConfig)
+    ctx, notes = step_context(spec, tmp_path / "work")
+    student = load_step("distill")(teacher, config, ctx).module
+
+    assert student.features[0].out_channels == 8
+    assert accuracy(student, digits["x_test"], digits["y_test"]) > 0.9
+    assert notes["student"] == str(weights)
+
+
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"uri": "WEIGHTS"}, "distill.student.architecture"),
+        ({"uri": "WEIGHTS", "architecture": CNN}, "distill.student.uri"),  # width 8 != 32
+        ({"architecture": "fixtures.archs:build_nothing"}, "distill.student.architecture"),
+        ({"architecture": CNN, "architectureArgs": {"depth": 2}},
+         "distill.student.architectureArgs"),
+    ],
+)  # fmt: skip
+def test_a_student_defined_in_code_that_cannot_work_names_its_field(
+    digits_safetensors: Path,
+    digits_train_npz: Path,
+    tmp_path: Path,
+    given: dict[str, Any],
+    field: str,
+) -> None:
+    weights = tmp_path / "student.safetensors"
+    save_model(build_cnn(8), str(weights))
+    given = {k: str(weights) if v == "WEIGHTS" else v for k, v in given.items()}
+    spec = job_spec(
+        {"distill": {"student": given}},
+        training={"uri": str(digits_train_npz), "samples": 64},
+    )
+    config = spec.steps[0].distill
+    assert isinstance(config, DistillConfig)
+    ctx, _ = step_context(spec, tmp_path / "work")
+    with pytest.raises(BadInput) as refused:
+        load_step("distill")(_model(digits_safetensors), config, ctx)
+    assert refused.value.field == field

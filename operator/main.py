@@ -25,7 +25,7 @@ import kopf
 from kondense.operator import handlers, metrics
 from kondense.operator.config import ConfigError, load_config
 from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
-from kondense.operator.reconcile import Reconciler
+from kondense.operator.reconcile import REQUEST_TIMEOUT_S, Reconciler
 
 # A watch that silently stops delivering events is kopf's known failure mode: the server ends
 # each watch after this long and the client gives up a little later, so streams are renewed.
@@ -74,6 +74,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
     settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT_S
+    # kopf's own calls (not the watches) get the reconciler's limit, not aiohttp's 5 minutes.
+    settings.networking.request_timeout = REQUEST_TIMEOUT_S
+    settings.networking.connect_timeout = WATCH_CONNECT_TIMEOUT_S
     # The handlers' `labels=` filter runs on the client, after the apiserver streamed every
     # Pod and Job in the cluster; these selectors go into the watch requests themselves.
     for group, plural in (("batch", "jobs"), ("", "pods")):

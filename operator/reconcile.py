@@ -85,12 +85,24 @@ def api_message(error: ApiException) -> str:
     return str(message or error.reason or error.status)
 
 
+# Seconds any one apiserver call of a reconcile may take (connect and read each). A call
+# that times out fails the reconcile, which the resync loop retries.
+REQUEST_TIMEOUT_S = 30.0
+
+
 class Reconciler:
     """Reconciles CompressionJobs with one ApiClient; safe to call from several threads."""
 
-    def __init__(self, api_client: client.ApiClient, config: OperatorConfig) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        config: OperatorConfig,
+        request_timeout: float | None = REQUEST_TIMEOUT_S,
+    ) -> None:
         self.api_client = api_client
         self.config = config
+        # Every call gets it: a call the apiserver never answers would hold the job's lock.
+        self.timeout = request_timeout
         self.custom = client.CustomObjectsApi(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -127,7 +139,7 @@ class Reconciler:
                 self._queued.discard(key)
             try:
                 cj = self.custom.get_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, PLURAL, name
+                    API_GROUP, API_VERSION, namespace, PLURAL, name, _request_timeout=self.timeout
                 )
             except ApiException as error:
                 if error.status == 404:
@@ -242,6 +254,7 @@ class Reconciler:
                 meta["name"],
                 {"status": patch},
                 _content_type="application/merge-patch+json",
+                _request_timeout=self.timeout,
             )
         moved = transition(current, desired)
         if moved is not None:
@@ -258,12 +271,16 @@ class Reconciler:
     # --- children ------------------------------------------------------------------------
 
     def _owned_jobs(self, namespace: str, uid: str) -> list[dict[str, Any]]:
-        listing = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_UID}={uid}")
+        listing = self.batch.list_namespaced_job(
+            namespace, label_selector=f"{LABEL_UID}={uid}", _request_timeout=self.timeout
+        )
         return [self._plain(job) for job in listing.items]
 
     def _pods(self, namespace: str, uid: str, generation: int) -> list[dict[str, Any]]:
         selector = f"{LABEL_UID}={uid},{LABEL_GENERATION}={generation}"
-        listing = self.core.list_namespaced_pod(namespace, label_selector=selector)
+        listing = self.core.list_namespaced_pod(
+            namespace, label_selector=selector, _request_timeout=self.timeout
+        )
         return [self._plain(pod) for pod in listing.items]
 
     def _create_job(self, manifest: dict[str, Any], uid: str) -> dict[str, Any] | Phase:
@@ -272,7 +289,11 @@ class Reconciler:
         meta = manifest["metadata"]
         try:
             # The client validates plain dicts into its models.
-            created = self.batch.create_namespaced_job(meta["namespace"], manifest)  # type: ignore[arg-type]
+            created = self.batch.create_namespaced_job(
+                meta["namespace"],
+                manifest,  # type: ignore[arg-type]
+                _request_timeout=self.timeout,
+            )
         except ApiException as error:
             if error.status in REFUSED:
                 return Phase(
@@ -282,7 +303,9 @@ class Reconciler:
                 )
             if error.status != 409:
                 raise
-            created = self.batch.read_namespaced_job(meta["name"], meta["namespace"])
+            created = self.batch.read_namespaced_job(
+                meta["name"], meta["namespace"], _request_timeout=self.timeout
+            )
         job = self._plain(created)
         labels = job["metadata"].get("labels") or {}
         if labels.get(LABEL_UID) == uid:
@@ -311,6 +334,7 @@ class Reconciler:
                         propagation_policy="Background",
                         preconditions=client.V1Preconditions(uid=meta["uid"]),
                     ),
+                    _request_timeout=self.timeout,
                 )
             except ApiException as error:
                 if error.status not in (404, 409):  # gone already, or replaced meanwhile
@@ -334,7 +358,10 @@ class Reconciler:
             try:
                 # Jobs default to orphaning their pods; Background deletes them too.
                 self.batch.delete_namespaced_job(
-                    meta["name"], meta["namespace"], propagation_policy="Background"
+                    meta["name"],
+                    meta["namespace"],
+                    propagation_policy="Background",
+                    _request_timeout=self.timeout,
                 )
             except ApiException as error:
                 if error.status != 404:
@@ -364,7 +391,11 @@ class Reconciler:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], event)  # type: ignore[arg-type]
+            self.core.create_namespaced_event(
+                meta["namespace"],
+                event,  # type: ignore[arg-type]
+                _request_timeout=self.timeout,
+            )
         except ApiException as error:  # an Event is a courtesy; the status is the record
             log.warning("could not post an Event on %s: %s", meta["name"], error.reason)
 

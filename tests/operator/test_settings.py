@@ -13,6 +13,7 @@ def test_watch_timeouts_are_set_and_progress_goes_to_annotations() -> None:
     assert settings.watching.server_timeout and settings.watching.client_timeout
     assert settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.watching.connect_timeout
+    assert settings.networking.request_timeout and settings.networking.request_timeout <= 60
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
 

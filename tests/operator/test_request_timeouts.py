@@ -1,0 +1,44 @@
+"""Every apiserver call of a reconcile has a timeout: a hung call must not hold the
+CompressionJob's lock forever. The 'apiserver' here accepts connections and never answers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from kubernetes import client
+
+from kondense.operator.config import parse_config
+from kondense.operator.reconcile import Reconciler
+
+CONFIG = {"pools": {"cpu": {"image": "runner:1"}}}
+
+
+def test_a_call_the_apiserver_never_answers_gives_up_and_frees_the_lock() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel accepts; nobody ever reads or writes
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        configuration.retries = 0
+        reconciler = Reconciler(
+            client.ApiClient(configuration), parse_config(CONFIG, "test"), request_timeout=1.0
+        )
+        outcome: list[BaseException | None] = []
+
+        def reconcile() -> None:
+            try:
+                reconciler.reconcile_named("ns", "stuck")
+                outcome.append(None)
+            except BaseException as error:  # what the caller (kopf, resync) would see
+                outcome.append(error)
+
+        started = time.monotonic()
+        worker = threading.Thread(target=reconcile, daemon=True)
+        worker.start()
+        worker.join(timeout=15)
+        assert not worker.is_alive(), "the reconcile still hangs on an unanswered call"
+        assert time.monotonic() - started < 10
+        assert outcome and outcome[0] is not None  # it failed (and is retried by resync)
+        assert reconciler._lock("ns", "stuck").acquire(timeout=1)

@@ -82,7 +82,6 @@ class Results(ReportModel):
     evaluation_samples: int | None = Field(
         default=None, ge=0, description="How many samples the metric was measured on."
     )
-    cpu: CpuInfo | None = Field(default=None, description="The CPU the result was measured on.")
     accepted: bool = Field(default=True, description="False when a quality/speed gate failed.")
     verdict: str | None = Field(
         default=None,
@@ -113,8 +112,20 @@ class StepTiming(ReportModel):
     )
 
 
+class Environment(ReportModel):
+    """Where a report was made, to reproduce or explain its figures."""
+
+    python: str
+    packages: dict[str, str] = Field(
+        default_factory=dict,
+        description="Versions of kondense and the libraries whose kernels the figures depend on.",
+    )
+    cpu: CpuInfo | None = Field(default=None, description="The CPU the result was measured on.")
+
+
 class Report(ReportModel):
     artifacts: list[Artifact] = Field(default_factory=list)
+    environment: Environment | None = None
     results: Results | None = None
     steps: list[StepTiming] = Field(default_factory=list)
 

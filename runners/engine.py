@@ -1,8 +1,9 @@
 """The recipe runner: one CompressionJob from model URI to published artifacts and report.
 
 fetch the model -> check it -> baseline (the original as ONNX FP32) -> steps in order ->
-evaluate and benchmark baseline and result side by side -> gates -> model.onnx, assets and
-report.json -> publish. Used by `kondense run` locally and inside runner pods alike.
+evaluate and benchmark baseline and result side by side -> gates -> model.onnx, assets, the
+model card (README.md) and report.json -> publish. Used by `kondense run` locally and inside
+runner pods alike.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from kondense.api.spec import (
     ModelFormat,
 )
 from kondense.runners.core import Model, Progress, StepContext, no_progress
+from kondense.runners.environment import describe_environment
 from kondense.runners.io import storage
 from kondense.runners.measure.gates import evaluation_note, fp16_cpu_verdict, gate_problems
 from kondense.runners.measure.side_by_side import check_data, measure_pair, model_files
 from kondense.runners.model import MODEL_FILE
 from kondense.runners.model.assets import copy_assets, hf_assets_dir
+from kondense.runners.model_card import CARD_NAME, base_model, model_card
 from kondense.runners.plan import Plan, make_plan, resolve_uris
 from kondense.runners.steps import RUNS
 
@@ -92,7 +95,10 @@ def run_job(
         notes = [n for n in (evaluation_note(results, spec), fp16_cpu_verdict(results, spec)) if n]
         verdict = "; ".join([*problems, *notes]) or None
         results = results.model_copy(update={"accepted": accepted, "verdict": verdict})
-        report = Report(artifacts=storage.describe(out, target), results=results, steps=run.timings)
+        report = Report(results=results, steps=run.timings, environment=describe_environment())
+        base = base_model(spec, tokenizer_dir)
+        (out / CARD_NAME).write_text(model_card(job.name, spec, report, base))
+        report = report.model_copy(update={"artifacts": storage.describe(out, target)})
         (out / storage.REPORT_NAME).write_text(json.dumps(report.to_json_dict(), indent=2) + "\n")
         progress("publish", 0, None)
         report = report.model_copy(update={"artifacts": storage.publish(out, target)})

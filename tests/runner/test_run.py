@@ -49,7 +49,7 @@ def test_tiny_onnx_dynamic_int8_writes_model_and_report_of_the_issue_shape(
     assert code == 0, output
     out = tiny_onnx.parent / "out"
     report = read_report(out)
-    assert sorted(report) == ["artifacts", "results", "steps"]
+    assert sorted(report) == ["artifacts", "environment", "results", "steps"]
     results = report["results"]
     for side in ("baseline", "compressed"):
         figures = results[side]

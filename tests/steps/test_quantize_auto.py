@@ -183,6 +183,19 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return text_detector_onnx(tmp_path_factory.mktemp("detector") / "detector.onnx")
 
 
+def test_candidates_split_depthwise_convs_and_leave_the_stem_float(mobilenet: Path) -> None:
+    model = onnx.load(str(mobilenet))
+    prepare.fold_constant_weights(model)
+    prepare.name_nodes(model)
+    found, note = auto.candidates(model, representative=True)
+    kinds = {c.name: c for c in found}
+    assert set(kinds) == {"Conv", "Conv (depthwise)", "Conv (all)"} and not note
+    stem = next(n.name for n in model.graph.node if n.op_type == "Conv")
+    assert all(stem not in c.nodes for c in found)
+    assert len(kinds["Conv (all)"].nodes) == 14  # 7 depthwise + 7 pointwise
+    assert all(c.method == "static" for c in found)
+
+
 def test_auto_quantizes_a_mobilenet_style_classifiers_convs_statically(
     mobilenet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

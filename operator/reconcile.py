@@ -71,6 +71,7 @@ def parse_spec(cj: Mapping[str, Any]) -> CompressionJobSpec | str:
 
 
 JOB_REJECTED = "JobRejected"
+RUNNER_JOB_DELETED = "RunnerJobDeleted"
 # What the apiserver answers a Job it will not take (invalid field, admission, quota): the
 # same Job is refused the same way next time.
 REFUSED = frozenset({400, 403, 422})
@@ -212,6 +213,17 @@ class Reconciler:
             # (an older CRD, a rule only the models know) fails here, once, in the same words.
             raw_pool = str((cj.get("spec") or {}).get("nodePool") or "")
             self._write(cj, current, operator_failure(cj, None, raw_pool, INVALID_SPEC, spec, now))
+            return
+        if job is None and (current.get("runner") or {}).get("job") == job_name:
+            # This generation's Job was created (the status names it) and is gone unfinished:
+            # one runner Job per generation, ever, so the recipe is not run again unasked.
+            message = (
+                f"the runner Job {job_name} was deleted before it finished; change the spec "
+                "(e.g. timeoutSeconds) to run the recipe again"
+            )
+            pool_label = str((current.get("runner") or {}).get("pool") or "")
+            failure = operator_failure(cj, spec, pool_label, RUNNER_JOB_DELETED, message, now)
+            self._write(cj, current, failure)
             return
         try:
             pool_name, pool = select_node_pool(spec, self.config)

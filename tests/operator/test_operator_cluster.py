@@ -375,25 +375,24 @@ def _wait_gone(cluster: Cluster, namespace: str, job_name: str, timeout: float =
     raise AssertionError(f"Job {job_name} of the old generation was not deleted")
 
 
-def test_runner_job_deleted_by_hand_mid_run_is_recreated(
+def test_runner_job_deleted_by_hand_mid_run_ends_the_generation_without_a_second_job(
     cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
 ) -> None:
-    """Reconcile is level-based: the desired state (a Job for this generation) is restored."""
+    """One runner Job per (uid, generation), ever: the operator does not run a recipe a second
+    time behind the user's back; it says what happened and how to run it again."""
     from kubernetes import client
 
     spec = recipe(tiny_model, operator.workdir / "out-lost", {"export": {}}, nodePool="sleepy")
     apply(cluster, kop_namespace, compression_job("lost-job", **spec))
     wait_cj(cluster, kop_namespace, "lost-job", phase_is("Running"), 120)
     batch = client.BatchV1Api(cluster.api_client)
-    (before,) = runner_jobs(cluster, kop_namespace)
     batch.delete_namespaced_job("lost-job-g1", kop_namespace, propagation_policy="Background")
-    recreated = wait_for(
-        batch.list_namespaced_job,
-        lambda job: job.metadata.name == "lost-job-g1" and job.metadata.uid != before.metadata.uid,
-        timeout=60,
-        namespace=kop_namespace,
-    )
-    assert recreated.metadata.owner_references[0].name == "lost-job"
+    body = wait_cj(cluster, kop_namespace, "lost-job", phase_is("Failed"), 60)
+    assert body["status"]["reason"] == "RunnerJobDeleted", body["status"]
+    assert "lost-job-g1" in body["status"]["message"] and "spec" in body["status"]["message"]
+    _wait_gone(cluster, kop_namespace, "lost-job-g1")
+    assert runner_jobs(cluster, kop_namespace) == []
+    assert "RunnerJobDeleted" in event_reasons(cluster, kop_namespace, "lost-job")
 
 
 def test_pvc_uris_are_mounted_for_the_runner(

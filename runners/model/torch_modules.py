@@ -50,7 +50,10 @@ def load_torch_module(model: Model, task: Task) -> torch.nn.Module:
         return load_exported_program(model.path).module()
     if model.format is ModelFormat.safetensors:
         # The runner builds safetensors models when it loads them (model/architecture.py).
-        raise BadInput(f"{model.path.name} holds weights only; set spec.model.architecture")
+        raise BadInput(
+            f"{model.path.name} holds weights only; name the function that builds the network",
+            field="spec.model.architecture",
+        )
     raise BadInput(
         f"{model.format.value} models are not PyTorch models; this step needs a PyTorch model",
         field=FIELD,

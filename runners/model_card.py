@@ -56,8 +56,8 @@ def model_card(name: str, spec: CompressionJobSpec, report: Report, base: str) -
         "",
         f"# {name}",
         "",
-        f"`{base}` compressed by kondense with the recipe `{recipe}`: `model.onnx` runs with "
-        "ONNX Runtime; the tokenizer and config files beside it are the original's.",
+        f"`{base}` compressed by kondense with the recipe `{recipe}`. `model.onnx` runs with "
+        "ONNX Runtime; `report.json` holds every figure below and the step notes.",
         "",
     ]
     if report.results is not None:
@@ -91,8 +91,9 @@ def _results_section(results: Results) -> list[str]:
     section = [
         "## Measured",
         "",
-        f"Baseline and result measured side by side ({where}): {results.size_ratio}x smaller, "
-        f"{results.speedup}x the speed, {results.metric_name} drop {results.metric_drop}.",
+        f"Baseline and result measured side by side ({where}): {results.size_ratio:.2f}x "
+        f"smaller, {results.speedup:.2f}x the speed, {results.metric_name} drop "
+        f"{results.metric_drop:.4f}.",
         "",
         "| | baseline | compressed |",
         "|---|---|---|",

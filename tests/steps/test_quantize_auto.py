@@ -227,6 +227,7 @@ def test_auto_keeps_a_text_detectors_map_on_static_int8(
     result = _auto(detector, tmp_path, reports, inputs=[{"name": "x", "shape": [1, 3, 64, 64]}])
     assert reports["quantization"] == "auto (Conv static)"
     assert _ops(result.path)["DequantizeLinear"] > 10
+    assert reports["autoTuneCosine"] > 0.99  # on the tune split it was calibrated on
     x = _images(16, 96)
     assert map_agreement(run_onnx(detector, {"x": x}), run_onnx(result.path, {"x": x})) >= 0.98
 

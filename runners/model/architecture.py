@@ -11,8 +11,10 @@ through a derived image (examples/runner-derived.Dockerfile).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -35,11 +37,6 @@ MODEL = "spec.model"
 DERIVED_IMAGE_ADVICE = (
     "install the package that defines it into the runner's environment (on a cluster: a "
     "runner image derived from kondense's, see examples/runner-derived.Dockerfile)"
-)
-# Packages whose callables run commands, unpickle files or fetch remote code; a network is
-# built by the user's own package, never by these.
-REFUSED_PACKAGES = frozenset(
-    {"kondense", "torch", "transformers", "huggingface_hub", "numpy", "yaml", "onnx"}
 )
 # How many key names an error lists before it says "and N more".
 SHOWN = 5
@@ -100,11 +97,11 @@ def import_callable(name: str, *, field: str = f"{MODEL}.architecture") -> Calla
     """The callable 'package.module:function' names, imported from the runner's environment."""
     module_name, _, attribute = name.partition(":")
     package = module_name.split(".")[0]
-    if package in sys.stdlib_module_names or package in REFUSED_PACKAGES:
+    if package in sys.stdlib_module_names or package in runner_packages():
         raise BadInput(
-            f"{name} is part of {package}, which kondense does not call as an architecture "
-            "(its functions can run commands or load pickles); name a function of the package "
-            "that defines your network",
+            f"{name} is part of {package}, of the standard library or kondense's own "
+            "dependencies, whose functions can run commands or load pickles; name a function "
+            "of the package that defines your network",
             field=field,
         )
     try:
@@ -126,6 +123,38 @@ def import_callable(name: str, *, field: str = f"{MODEL}.architecture") -> Calla
         raise BadInput(f"{name} is a {type(build).__name__}, not a function or class", field=field)
     result: Callable[..., Any] = build
     return result
+
+
+@functools.cache
+def runner_packages() -> frozenset[str]:
+    """The import names of kondense and everything it depends on (all extras): never an
+    architecture. Architectures come from packages added beside them (a derived image), so a
+    spec cannot call, say, subprocess.run, torch.load or joblib.load with arguments of its
+    choosing."""
+    from importlib import metadata
+
+    def key(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    dependencies: set[str] = set()
+    pending = ["kondense"]
+    while pending:
+        name = pending.pop()
+        if key(name) in dependencies:
+            continue
+        dependencies.add(key(name))
+        try:
+            requirements = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        # Every requirement, whatever its extra or marker: refusing too much is the safe side.
+        pending.extend(m.group(0) for r in requirements if (m := _REQUIREMENT_NAME.match(r)))
+    distributions = metadata.packages_distributions()
+    owned = {top for top, dists in distributions.items() if {key(d) for d in dists} & dependencies}
+    return frozenset(owned | {"kondense"})
+
+
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _check_arguments(

@@ -150,8 +150,10 @@ def test_a_file_named_safetensors_that_is_not_one_is_refused_unread(
         ("fixtures.archs:NOT_CALLABLE", "not a function or class"),
         ("fixtures.archs:build_nothing", "returned a builtins.dict, not a torch.nn.Module"),
         ("fixtures.archs:build_failing", "raised RuntimeError: this network needs a GPU"),
-        ("subprocess:run", "does not call"),
-        ("torch:load", "does not call"),
+        ("subprocess:run", "standard library or kondense's own dependencies"),
+        ("torch:load", "standard library or kondense's own dependencies"),
+        ("joblib:load", "standard library or kondense's own dependencies"),
+        ("kondense.runners.model.architecture:build_architecture", "kondense's own"),
     ],
 )
 def test_an_architecture_that_cannot_build_a_network_names_the_field(

@@ -54,6 +54,9 @@ Method = Literal["static", "dynamic"]
 
 # A compute candidate stays INT8 only when this much faster than float (p50, interleaved).
 KEEP_MIN_SPEEDUP = 1.05
+# A candidate stays INT8 only when its outputs agree with float's this much on the
+# calibration batches (top-1 for classifier logits, cosine otherwise): the #10 target.
+MIN_AGREEMENT = 0.99
 # A size-only candidate (embedding Gather) stays INT8 unless slower than this.
 SIZE_ONLY_MIN_SPEEDUP = 0.95
 # Timed runs per model (over all repeats) and untimed warm-up runs, batch 1.
@@ -99,6 +102,9 @@ class Measured:
     candidate: Candidate
     float_ms: float
     int8_ms: float
+    # Agreement of its outputs with float's on the calibration batches (output_agreement);
+    # None when not measured.
+    agreement: float | None = None
 
     @property
     def speedup(self) -> float:
@@ -116,9 +122,10 @@ class Decision:
     int8_ms: float
     speedup: float
     reason: str
+    agreement: float | None = None
 
     def note(self) -> dict[str, Any]:
-        return {
+        note: dict[str, Any] = {
             "op": self.name,
             "method": self.method if self.keep else "float",
             "floatMs": round(self.float_ms, 3),
@@ -126,6 +133,9 @@ class Decision:
             "speedup": round(self.speedup, 3),
             "reason": self.reason,
         }
+        if self.agreement is not None:
+            note["agreement"] = round(self.agreement, 4)
+        return note
 
 
 def decide(
@@ -133,15 +143,25 @@ def decide(
     *,
     keep_min_speedup: float = KEEP_MIN_SPEEDUP,
     size_only_min_speedup: float = SIZE_ONLY_MIN_SPEEDUP,
+    min_agreement: float | None = None,
 ) -> list[Decision]:
-    """Keep each candidate in INT8 that measured faster by the margin; the rest stay float."""
+    """Keep each candidate in INT8 that measured faster by the margin and agrees with float
+    at least `min_agreement` (MIN_AGREEMENT by default; when measured); the rest stay float,
+    each with its figures."""
+    min_agreement = MIN_AGREEMENT if min_agreement is None else min_agreement
     decisions = []
     for m in measured:
         threshold = size_only_min_speedup if m.candidate.size_only else keep_min_speedup
-        keep = m.speedup >= threshold
+        fast = m.speedup >= threshold
+        close = m.agreement is None or m.agreement >= min_agreement
+        keep = fast and close
         figures = f"{m.int8_ms:.2f} ms in INT8 against {m.float_ms:.2f} ms float ({m.speedup:.2f}x)"
+        if m.agreement is not None:
+            figures += f", agreement {m.agreement:.4f}"
         if keep:
             reason = f"{figures}: {m.candidate.method} INT8"
+        elif not close:
+            reason = f"{figures}: stays float, agreement under {min_agreement}"
         elif m.candidate.size_only:
             reason = f"{figures}: stays float, slower than {threshold:.2f}x"
         else:
@@ -155,9 +175,23 @@ def decide(
                 m.int8_ms,
                 m.speedup,
                 reason,
+                m.agreement,
             )
         )
     return decisions
+
+
+def output_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """How far a candidate's outputs agree with float's: the share of samples with the same
+    top class for [samples, classes] logits, the mean per-sample cosine otherwise."""
+    import numpy as np
+
+    if reference.ndim == 2 and reference.shape[1] > 1:
+        return float((reference.argmax(1) == candidate.argmax(1)).mean())
+    a = reference.reshape(len(reference), -1).astype(np.float64)
+    b = candidate.reshape(len(candidate), -1).astype(np.float64)
+    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return float(np.mean((a * b).sum(1) / norms))
 
 
 def select(candidates: Sequence[Candidate], decisions: Sequence[Decision]) -> list[Candidate]:
@@ -232,9 +266,10 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
     """`model` (ONNX) with each operator type in INT8 where that measured faster on this CPU.
 
     Notes (ctx.report): quantizePreparation, autoData, autoDecisions (per candidate: method,
-    float and INT8 p50, speedup, reason), autoFloat, autoTuneCosine (result against the
-    prepared float model on the calibration batches), autoSpeedup, quantization.
-    Raises ResultRejected with the measured figures when nothing is faster in INT8.
+    float and INT8 p50, speedup, reason), autoFloat, autoTuneAgreement (the result against
+    the prepared float model on the calibration batches), autoSpeedup, quantization.
+    Raises ResultRejected with the measured figures when nothing is faster in INT8 at
+    MIN_AGREEMENT.
     """
     import onnx
 
@@ -296,17 +331,29 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
         for index, c in enumerate(found)
     ]
     timings = _time([float_path, *built], timing_inputs, threads)
-    measured = [Measured(c, timings[0], t) for c, t in zip(found, timings[1:], strict=True)]
+    reference = _outputs(float_path, batches)
+    agreements = [
+        output_agreement(reference, _outputs(path, batches)) if batches else None for path in built
+    ]
+    measured = [
+        Measured(c, timings[0], t, a)
+        for c, t, a in zip(found, timings[1:], agreements, strict=True)
+    ]
     decisions = decide(measured)
     ctx.report("autoDecisions", [d.note() for d in decisions])
     ctx.report("autoFloat", [d.name for d in decisions if not d.keep])
     kept = select(found, decisions)
     if not any(not c.size_only for c in kept):
-        figures = "; ".join(f"{d.name} {d.method} {d.speedup:.2f}x" for d in decisions)
+        figures = "; ".join(
+            f"{d.name} {d.method} {d.speedup:.2f}x"
+            + (f" agreement {d.agreement:.4f}" if d.agreement is not None else "")
+            for d in decisions
+        )
         raise ResultRejected(
-            f"quantize mode auto: no operator type ran faster in INT8 on this CPU ({threads} "
-            f"threads, batch 1; {figures}; {KEEP_MIN_SPEEDUP:.2f}x needed). The model stays "
-            "float; drop the quantize step, or set mode: static or dynamic to force INT8",
+            f"quantize mode auto: no operator type ran faster in INT8 on this CPU at output "
+            f"agreement {MIN_AGREEMENT} on the calibration batches ({threads} threads, "
+            f"batch 1; {figures}; {KEEP_MIN_SPEEDUP:.2f}x needed). The model stays float; "
+            "drop the quantize step, or set mode: static or dynamic to force INT8",
             field="spec.steps.quantize.mode",
         )
 
@@ -318,7 +365,8 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
     del final
 
     if batches:
-        ctx.report("autoTuneCosine", round(_tune_cosine(float_path, combined, batches), 6))
+        agreement = output_agreement(reference, _outputs(combined, batches))
+        ctx.report("autoTuneAgreement", round(agreement, 6))
     ctx.progress("quantize auto: timing the result", 3, 4)
     original_ms, float_ms, result_ms = _time(
         [model.path, float_path, combined], timing_inputs, threads
@@ -413,26 +461,14 @@ def _timing_inputs(
     return batch.inputs
 
 
-def _tune_cosine(reference: Path, candidate: Path, batches: list[Batch]) -> float:
-    """Mean cosine between the two models' first outputs, sample by sample, on `batches`
-    (the tune split or calibration data: a check, not the job's evaluation)."""
+def _outputs(path: Path, batches: list[Batch]) -> np.ndarray:
+    """The model's first output on every batch, concatenated (float64)."""
     import numpy as np
 
     from kondense.runners.measure.inference import CPU, Device, open_session, run_batches
 
-    device = Device("cpu", CPU)
-    outputs = [
-        np.concatenate(
-            [
-                out.reshape(len(out), -1)
-                for _, out in run_batches(open_session(p, threads=1, device=device), batches)
-            ]
-        ).astype(np.float64)
-        for p in (reference, candidate)
-    ]
-    a, b = outputs
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.mean((a * b).sum(1) / np.maximum(norms, 1e-12)))
+    session = open_session(path, threads=1, device=Device("cpu", CPU))
+    return np.concatenate([out for _, out in run_batches(session, batches)]).astype(np.float64)
 
 
 def _time(paths: Sequence[Path], inputs: dict[str, np.ndarray], threads: int) -> list[float]:

@@ -152,6 +152,14 @@ def test_an_op_type_slower_in_int8_stays_float_with_its_figures() -> None:
     assert "11.50 ms in INT8 against 10.00 ms float (0.87x)" in depthwise["reason"]
 
 
+def test_a_faster_op_type_that_changes_the_outputs_stays_float() -> None:
+    fast_but_off = Measured(Candidate("Conv", "static", ("c",)), 10.0, 5.0, agreement=0.97)
+    fast_and_close = Measured(Candidate("MatMul", "dynamic", ("m",)), 10.0, 5.0, 0.995)
+    off, close = decide([fast_but_off, fast_and_close])
+    assert not off.keep and "agreement 0.9700: stays float, agreement under 0.99" in off.reason
+    assert close.keep and close.note()["agreement"] == 0.995
+
+
 def test_embeddings_stay_int8_for_size_unless_slower() -> None:
     kept, dropped = decide(
         [_measured("Gather", "dynamic", 10.0, 10.3), _measured("Gather", "dynamic", 10.0, 11.0)]
@@ -200,6 +208,10 @@ def test_auto_quantizes_a_mobilenet_style_classifiers_convs_statically(
     mobilenet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(auto, "_time", _int8_twice_as_fast)
+    # The fixture's random backbone leaves tiny class margins (even its 256x12 head alone in
+    # dynamic INT8 flips 5% of the top-1), so the 0.99 agreement auto requires is lowered
+    # here; the next test keeps it and gets the refusal.
+    monkeypatch.setattr(auto, "MIN_AGREEMENT", 0.7)
     reports: dict[str, Any] = {}
     result = _auto(mobilenet, tmp_path, reports, inputs=[{"name": "x", "shape": [1, 3, 64, 64]}])
     ops = _ops(result.path)
@@ -219,6 +231,19 @@ def test_auto_quantizes_a_mobilenet_style_classifiers_convs_statically(
         assert agreement >= 0.7
 
 
+def test_auto_refuses_a_classifier_int8_cannot_keep_with_the_measured_agreement(
+    mobilenet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auto, "_time", _int8_twice_as_fast)
+    reports: dict[str, Any] = {}
+    with pytest.raises(ResultRejected, match=r"Conv \(all\) static 2\.00x agreement 0\.[0-8]"):
+        _auto(mobilenet, tmp_path, reports, inputs=[{"name": "x", "shape": [1, 3, 64, 64]}])
+    decisions = {d["op"]: d for d in reports["autoDecisions"]}
+    assert decisions["Conv (all)"]["method"] == "float"
+    assert "agreement under 0.99" in decisions["Conv (all)"]["reason"]
+    assert "quantization" not in reports
+
+
 def test_auto_keeps_a_text_detectors_map_on_static_int8(
     detector: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,7 +252,7 @@ def test_auto_keeps_a_text_detectors_map_on_static_int8(
     result = _auto(detector, tmp_path, reports, inputs=[{"name": "x", "shape": [1, 3, 64, 64]}])
     assert reports["quantization"] == "auto (Conv static)"
     assert _ops(result.path)["DequantizeLinear"] > 10
-    assert reports["autoTuneCosine"] > 0.99  # on the tune split it was calibrated on
+    assert reports["autoTuneAgreement"] > 0.99  # output cosine on the tune split
     x = _images(16, 96)
     assert map_agreement(run_onnx(detector, {"x": x}), run_onnx(result.path, {"x": x})) >= 0.98
 

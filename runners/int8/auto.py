@@ -7,23 +7,31 @@ What each kind of weighted operator gets, and why:
 - Conv: static INT8 in QDQ form, per-channel weights, activations calibrated on
   `spec.data.calibration` or, without it, on the built-in set that fits the inputs (its
   `tune` split, never the one results are evaluated on). Dynamic INT8 turns a Conv into
-  ConvInteger, which ran 4-6x slower than FP32 on OCR detectors and recognizers (#10), so it
-  is never tried. Without representative inputs (only synthetic random ones fit) the
-  convolutions stay float: activation ranges calibrated on noise clip real images.
-  Depthwise convolutions are their own candidate: ONNX Runtime's INT8 depthwise kernels
-  measured slower than float on a MobileNet-style net while the 1x1 and 3x3 convs around
-  them measured faster.
+  ConvInteger, which ran 4-6x slower than FP32 on OCR detectors and recognizers (#10; 5x on
+  the project's text detector), so it is never tried. Without representative inputs (only
+  synthetic random ones fit) the convolutions stay float: activation ranges calibrated on
+  noise clip real images. The stem conv that reads the image stays float (FIRST_CONV_FLOAT).
+  Regular and depthwise convolutions are candidates alone and together: on a MobileNet-style
+  net the regular ones alone ran 0.1-0.8x (a dequantize/quantize pair around every float
+  depthwise conv) while all convs together ran 1.1-1.3x.
 - Gather (embedding tables): dynamic INT8 for size; kept unless it measures slower.
 
-Each candidate is quantized alone and timed against the prepared float model, interleaved,
-at batch 1 with the job's CPU threads; a compute candidate stays INT8 only when it is at least
-KEEP_MIN_SPEEDUP faster (timing on a shared machine is noisy; a 2% "win" is noise). The kept
-candidates are then combined and the result timed against the model as it came in.
+Preparation first (runners/int8/prepare.py): Constant weights folded into initializers,
+opset raised to 13 for per-channel QDQ, input dims fixed to the calibration inputs' and
+given back afterwards (the result still takes any image size).
 
-When no candidate measures faster, the step refuses (ResultRejected, exit 3) with the
-measured figures rather than hand on the float model: a job whose quantize step made nothing
-faster must not report INT8, and it should not silently ship an unchanged model either.
-Force `mode: static` or `mode: dynamic` to get INT8 regardless of speed.
+Each candidate is quantized alone, timed against the prepared float model (interleaved,
+batch 1, the job's CPU threads, median of repeats) and run on the calibration batches. It
+stays INT8 only when it is KEEP_MIN_SPEEDUP faster (on a shared machine a 2% "win" is noise)
+and its outputs agree with float's at MIN_AGREEMENT (top-1 for logits, cosine otherwise).
+The kept candidates are combined, checked again (autoTuneAgreement) and timed against the
+model as it came in (autoSpeedup). The job's own evaluation and gates then judge the result
+on held-out data.
+
+When no candidate passes, the step refuses (ResultRejected, exit 3) with every candidate's
+measured speed and agreement rather than hand on the float model: a job whose quantize step
+made nothing faster must not report INT8, nor silently ship an unchanged model. Force
+`mode: static` or `mode: dynamic` to get INT8 regardless.
 """
 
 from __future__ import annotations

@@ -509,6 +509,25 @@ def test_a_pool_removed_from_the_config_leaves_a_finished_job_as_it_was(
     assert after["status"] == done["status"]
 
 
+def _wait_cj_gone(cluster: Cluster, namespace: str, name: str, timeout: float = 60) -> None:
+    import time
+
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    custom = client.CustomObjectsApi(cluster.api_client)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        time.sleep(0.2)  # polling a deletion that has no condition to wait on
+    raise AssertionError(f"{namespace}/{name} still there after {timeout}s")
+
+
 def test_a_job_left_by_an_earlier_compressionjob_of_the_same_name_is_not_adopted(
     cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
 ) -> None:
@@ -528,6 +547,7 @@ def test_a_job_left_by_an_earlier_compressionjob_of_the_same_name_is_not_adopted
         lambda job: not job.metadata.owner_references,
         namespace=kop_namespace,
     )
+    _wait_cj_gone(cluster, kop_namespace, "reborn")  # the orphan finalizer lets it go
     quick = recipe(tiny_model, operator.workdir / "out-reborn", {"export": {}}, nodePool="cpu")
     new = apply(cluster, kop_namespace, compression_job("reborn", **quick))
     assert new["metadata"]["uid"] != old["metadata"]["uid"]

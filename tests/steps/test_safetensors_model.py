@@ -293,20 +293,30 @@ def test_distillation_derives_a_narrower_student(
     assert notes["studentParameters"] < 0.5 * notes["teacherParameters"]
 
 
-def test_kondense_run_prunes_channels_into_a_physically_smaller_onnx_model(
-    digits_safetensors: Path, digits_npz: Path, digits_train_npz: Path, tmp_path: Path
+PRUNE = {"prune": {"method": "structured", "amount": 0.5, "fineTune": {"epochs": 2, "seed": 0}}}
+DISTILL = {"distill": {"student": {"width": 0.5}, "training": {"epochs": 2, "seed": 0}}}
+
+
+@pytest.mark.parametrize(
+    ("step", "model"),
+    [
+        (PRUNE, {"format": "safetensors", "inputs": DIGITS_INPUTS}),
+        # Format detected, input shapes read off the evaluation data.
+        (DISTILL, {}),
+    ],
+    ids=["prune-structured", "distill"],
+)
+def test_kondense_run_makes_a_physically_smaller_onnx_model(
+    digits_safetensors: Path,
+    digits_npz: Path,
+    digits_train_npz: Path,
+    tmp_path: Path,
+    step: dict[str, Any],
+    model: dict[str, Any],
 ) -> None:
     document = manifest(
         digits_safetensors,
-        [
-            {
-                "prune": {
-                    "method": "structured",
-                    "amount": 0.5,
-                    "fineTune": {"epochs": 2, "batchSize": 32, "seed": 0},
-                }
-            }
-        ],
+        [step],
         tmp_path / "out",
         task="image-classification",
         data={
@@ -315,12 +325,7 @@ def test_kondense_run_prunes_channels_into_a_physically_smaller_onnx_model(
         },
         evaluation={"maxMetricDrop": 0.05, "requireSpeedup": False, "batchSize": 32},
     )
-    document["spec"]["model"] |= {
-        "format": "safetensors",
-        "architecture": CNN,
-        "architectureArgs": {"width": 32},
-        "inputs": DIGITS_INPUTS,
-    }
+    document["spec"]["model"] |= {"architecture": CNN, "architectureArgs": {"width": 32}, **model}
     job = write_manifest(tmp_path / "job.yaml", document)
     result = CliRunner().invoke(app, ["run", str(job)])
     assert result.exit_code == 0, result.output
@@ -330,7 +335,7 @@ def test_kondense_run_prunes_channels_into_a_physically_smaller_onnx_model(
     assert results["compressed"]["parameters"] < 0.5 * results["baseline"]["parameters"]
     assert results["compressed"]["bytes"] < 0.5 * results["baseline"]["bytes"]
     assert results["baseline"]["metric"] > 0.9 and results["metricDrop"] <= 0.05
-    assert [s["name"] for s in report["steps"]] == ["prune", "export"]
+    assert [s["name"] for s in report["steps"]] == [*step, "export"]
 
 
 def test_the_example_package_builds_the_network_the_example_weights_fit(

@@ -70,3 +70,23 @@ def test_the_apiserver_refuses_them_in_the_same_words() -> None:
 
 def test_the_plan_knows_a_remote_safetensors_file_by_its_name() -> None:
     assert planned_format(spec(architecture="pkg.m:build"))[0] is ModelFormat.safetensors
+
+
+def test_a_student_defined_in_code_parses_and_its_name_is_checked_the_same_way() -> None:
+    def student(**given: Any) -> CompressionJobSpec:
+        return CompressionJobSpec.model_validate(
+            {
+                "model": {"uri": "s3://models/cnn.safetensors", "architecture": "pkg.m:build"},
+                "data": {"training": {"uri": "s3://d/train.npz"}},
+                "steps": [{"distill": {"student": given}}],
+                "output": {"uri": "s3://out/cnn"},
+            }
+        )
+
+    config = student(architecture="pkg.m:build_small", architectureArgs={"width": 8})
+    distill = config.steps[0].distill
+    assert distill is not None
+    assert distill.student.architecture == "pkg.m:build_small"
+    assert distill.student.architecture_args == {"width": 8}
+    with pytest.raises(ValidationError, match="architecture"):
+        student(architecture="pkg.m.build_small")

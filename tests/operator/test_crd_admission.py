@@ -61,6 +61,10 @@ INVALID = [
     ("architecture-not-module-colon-function",
      with_(model={"uri": "s3://m/cnn.safetensors", "architecture": "pkg.nets.build"}),
      "spec.model.architecture: Invalid value"),
+    ("student-architecture-not-module-colon-function",
+     with_(steps=[{"distill": {"student": {"architecture": "pkg.nets.small"}}}],
+           data={"training": {"uri": "s3://d/train.npz"}}),
+     "spec.steps[0].distill.student.architecture: Invalid value"),
     # Quantities the apiserver would refuse in the runner Job (which then never starts).
     ("cpu-not-a-quantity", with_(resources={"cpu": "banana"}), "spec.resources.cpu"),
     ("memory-not-a-quantity", with_(resources={"memory": "4 GB"}), "spec.resources.memory"),

@@ -3,6 +3,7 @@ named by its camelCase field path (`spec.steps[2].quantize.mode: ...`)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,22 @@ from kondense.api.errors import BadInput
 from kondense.api.spec import CompressionJob
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as kubectl reads it: `1e-5` is a number (YAML 1.2), where PyYAML's YAML 1.1 rules
+    make it a string unless it has a dot."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
 def load_manifest_text(text: str, source: str) -> Any:
     """The YAML (or JSON) document in `text`; BadInput with line and column on a syntax error."""
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -92,3 +92,11 @@ def test_wrong_api_version_is_refused() -> None:
     doc = manifest()
     doc["apiVersion"] = "kondense.dev/v1"
     assert "apiVersion must be kondense.dev/v1alpha1" in error_text(doc)
+
+
+def test_exponent_numbers_read_as_numbers_as_kubectl_reads_them() -> None:
+    from kondense.api.manifest import load_manifest_text
+
+    # PyYAML's YAML 1.1 rules make `1e-5` (no dot) a string; kubectl and YAML 1.2 a number.
+    document = load_manifest_text("lr: 1e-5\nbig: 2E+3\nquoted: '1e-5'\nword: e5\n", "m.yaml")
+    assert document == {"lr": 1e-5, "big": 2000.0, "quoted": "1e-5", "word": "e5"}

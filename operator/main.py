@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import http.server
 import logging
 import os
+import socket
 import sys
 import threading
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,10 @@ import kopf
 from kondense.operator import handlers, metrics
 from kondense.operator.config import ConfigError, load_config
 from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
+from kondense.operator.leader import LeaderElection
 from kondense.operator.reconcile import REQUEST_TIMEOUT_S, Reconciler
+
+log = logging.getLogger("kondense.operator")
 
 # A watch that silently stops delivering events is kopf's known failure mode: the server ends
 # each watch after this long and the client gives up a little later, so streams are renewed.
@@ -49,6 +55,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--health-port", type=int, default=8081)
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--leader-election",
+        action="store_true",
+        help="run as one of several replicas: only the holder of a coordination.k8s.io Lease "
+        "is active, the others stand by and take over when it stops renewing",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("KONDENSE_OPERATOR_NAMESPACE", "default"),
+        help="namespace of the Lease (default: $KONDENSE_OPERATOR_NAMESPACE, else default)",
+    )
+    parser.add_argument(
+        "--leader-election-id",
+        default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}",
+        help="this replica's name in the Lease (default: $POD_NAME)",
     )
     return parser.parse_args(argv)
 
@@ -114,6 +136,49 @@ def in_cluster_server(environ: Mapping[str, str]) -> str | None:
     return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
+def lead(args: argparse.Namespace, client: Any) -> None:
+    """Stand by until this replica holds the Lease (answering the health probe meanwhile),
+    then keep renewing it in the background; exit at once should it be lost."""
+    election = LeaderElection(client, args.leader_election_namespace, args.leader_election_id)
+    standby = serve_standby_health(args.health_port)
+    log.info("standing by for the Lease %s/%s", election.namespace, election.name)
+    try:
+        election.wait_until_leader(threading.Event())
+    finally:
+        standby.shutdown()
+        standby.server_close()
+    log.info("%s holds the Lease: active", args.leader_election_id)
+    threading.Thread(
+        target=election.keep_leading, args=(_lost, threading.Event()), daemon=True
+    ).start()
+
+
+def _lost() -> None:
+    # Another replica may be active already: stop every handler now, not after a clean-up.
+    log.error("the leader Lease is lost: exiting so that one replica only is active")
+    logging.shutdown()
+    os._exit(1)
+
+
+def serve_standby_health(port: int) -> http.server.ThreadingHTTPServer:
+    """/healthz for a standby replica (kopf serves it once this replica is active)."""
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"standby\n")
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    http.server.ThreadingHTTPServer.allow_reuse_address = True
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", port), Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = parse_args(argv)
@@ -122,15 +187,17 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         print(f"kondense-operator: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    # kopf owns the log format; --log-level picks its verbosity.
+    kopf.configure(verbose=args.log_level == "debug", quiet=args.log_level in ("warning", "error"))
+    logging.getLogger("kondense").setLevel(args.log_level.upper())
     reconciler = Reconciler(api_client(), config)
+    metrics.serve(args.metrics_port)
+    if args.leader_election:
+        lead(args, reconciler.api_client)
     stop = threading.Event()
     threading.Thread(
         target=reconciler.resync_forever, args=(RESYNC_INTERVAL_S, stop), daemon=True
     ).start()
-    metrics.serve(args.metrics_port)
-    # kopf owns the log format; --log-level picks its verbosity.
-    kopf.configure(verbose=args.log_level == "debug", quiet=args.log_level in ("warning", "error"))
-    logging.getLogger("kondense").setLevel(args.log_level.upper())
     settings = kopf.OperatorSettings()
     # Watching listed namespaces, the operator gets Roles in those namespaces only (the Helm
     # chart's rbac.scope=namespaced): kopf must not list namespaces and CRDs cluster-wide, or it
@@ -138,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     # A glob (`team-*`) is resolved by listing namespaces, so scanning stays on for patterns.
     settings.scanning.disabled = bool(args.namespace) and not has_patterns(args.namespace)
     kopf.run(
-        standalone=True,  # no peering objects: one operator per cluster (Deployment, Recreate)
+        # No kopf peering objects: one operator per cluster, or one active replica of several
+        # through the Lease (--leader-election).
+        standalone=True,
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         settings=settings,

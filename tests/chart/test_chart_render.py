@@ -202,3 +202,40 @@ def test_pool_change_rolls_the_operator(helm_bin: Path) -> None:
         "metadata"
     ]["annotations"]
     assert before["checksum/config"] != after["checksum/config"]
+
+
+def test_two_replicas_elect_one_active_through_a_lease(helm_bin: Path) -> None:
+    """replicaCount > 1: every replica runs with --leader-election (one active, the others
+    standing by), named by its pod, with a Role for the one Lease in the release namespace."""
+    from kondense.operator.main import parse_args
+
+    objects = render(helm_bin, "--set", "replicaCount=2")
+    spec = _operator(objects)["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["type"] == "RollingUpdate"  # a standby is there to take over
+    (container,) = spec["template"]["spec"]["containers"]
+    assert parse_args(container["args"]).leader_election
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}) for e in container["env"]}
+    assert env["POD_NAME"] == {"fieldPath": "metadata.name"}
+    assert env["KONDENSE_OPERATOR_NAMESPACE"] == {"fieldPath": "metadata.namespace"}
+    roles = [r for r in by_kind(objects, "Role") if r["metadata"]["namespace"] == "kondense-system"]
+    (role,) = roles
+    expected = yaml.safe_load(
+        (CHART.parents[1] / "operator" / "leader-election-role.yaml").read_text()
+    )
+    assert role["rules"] == expected["rules"]
+    (binding,) = [
+        b
+        for b in by_kind(objects, "RoleBinding")
+        if b["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    assert (
+        binding["subjects"][0]["name"]
+        == _operator(objects)["spec"]["template"]["spec"]["serviceAccountName"]
+    )
+
+    single = _operator(render(helm_bin))["spec"]
+    assert single["replicas"] == 1 and single["strategy"] == {"type": "Recreate"}
+    (container,) = single["template"]["spec"]["containers"]
+    assert not parse_args(container["args"]).leader_election
+    assert not by_kind(render(helm_bin), "Role")

@@ -9,9 +9,9 @@ length 128, 2 intra-op threads. Rows:
   settles (kondense.runners.plan: optimize saves the basic level, unfused, before INT8);
 - kondense static INT8 and FP16: the same recipe with mode static (calibrated on generated
   sentences that are not evaluated) and fp16;
-- two baselines as commonly written: onnxruntime.quantization.quantize_dynamic(model,
-  weight_type=QuantType.QInt8) on the FP32 export, and torch.ao.quantization.quantize_dynamic
-  on the PyTorch model (nn.Linear, qint8).
+- baselines as commonly written: onnxruntime.quantization.quantize_dynamic(model,
+  weight_type=QuantType.QInt8) on the FP32 export, the same with per_channel=True, and
+  torch.ao.quantization.quantize_dynamic on the PyTorch model (nn.Linear, qint8).
 
 Latency: rows take turns in blocks of 10 runs (load changes hit every row alike); medians;
 thread pools wait passively so an idle row never steals a core from the timed one.
@@ -109,6 +109,16 @@ def ort_plain_dynamic(bench: Bench) -> Candidate:
     return Candidate(onnx=target)
 
 
+def ort_per_channel_dynamic(bench: Bench) -> Candidate:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = bench.workdir / "per-channel-dynamic.onnx"
+    quantize_dynamic(
+        str(bench.fp32.path), str(target), weight_type=QuantType.QInt8, per_channel=True
+    )
+    return Candidate(onnx=target)
+
+
 def torch_dynamic(bench: Bench) -> Candidate:
     import torch
 
@@ -138,6 +148,7 @@ ROWS: list[Row] = [
     Row("kondense static INT8", kondense_static),
     Row("kondense FP16", kondense_fp16),
     Row("ORT quantize_dynamic (plain)", ort_plain_dynamic),
+    Row("ORT quantize_dynamic per-channel", ort_per_channel_dynamic),
     Row("torch quantize_dynamic", torch_dynamic),
 ]
 

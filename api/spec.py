@@ -595,6 +595,13 @@ UNWRITABLE_OUTPUT = (
     "spec.output.uri: use s3://bucket/prefix, pvc://claim/path or a file path; other "
     "schemes cannot be written to"
 )
+BAD_PVC_CLAIM = (
+    "pvc://CLAIM/path names a PersistentVolumeClaim: lowercase letters, digits, '-' and '.', "
+    "starting and ending with a letter or digit, at most 253 characters"
+)
+# A pvc:// URI whose claim is a valid PersistentVolumeClaim name (a DNS subdomain). Plain RE2,
+# so the CRD's CEL rules use it too.
+PVC_CLAIM_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(/|$)"
 # Output URIs artifacts can be written to: these prefixes, or a path with no scheme at all.
 # Plain RE2, so the CRD's CEL rule uses them too.
 WRITABLE_OUTPUT_PREFIXES = (r"^(s3|pvc)://[^/]+", r"^(file://)?/")
@@ -619,6 +626,10 @@ def cross_field_problems(spec: CompressionJobSpec) -> list[str]:
         problems.append(TRAINING_OUTLASTS_TIMEOUT)
     if not writable_output(spec.output.uri):
         problems.append(UNWRITABLE_OUTPUT)
+    for path, uri, _ in spec.uris():
+        if uri.startswith("pvc://") and not re.match(PVC_CLAIM_PATTERN, uri):
+            field = re.sub(r"\[\d+\]", "[]", path)  # the CRD's rule cannot name the index
+            problems.append(f"{field}: {BAD_PVC_CLAIM}")
     model = spec.model
     if model.format is ModelFormat.safetensors and model.architecture is None:
         problems.append(NEEDS_ARCHITECTURE)

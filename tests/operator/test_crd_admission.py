@@ -68,6 +68,15 @@ INVALID = [
     # Quantities the apiserver would refuse in the runner Job (which then never starts).
     ("cpu-not-a-quantity", with_(resources={"cpu": "banana"}), "spec.resources.cpu"),
     ("memory-not-a-quantity", with_(resources={"memory": "4 GB"}), "spec.resources.memory"),
+    # A claim name the apiserver would refuse in the runner Job's volume.
+    ("pvc-claim-uppercase", with_(model={"uri": "pvc://Models/bert"}),
+     "spec.model.uri: pvc://CLAIM/path names a PersistentVolumeClaim"),
+    ("pvc-claim-too-long", with_(output={"uri": f"pvc://{'c' * 254}/out"}),
+     "spec.output.uri: pvc://CLAIM/path names a PersistentVolumeClaim"),
+    ("pvc-claim-of-calibration-data",
+     with_(steps=[{"quantize": {"mode": "static"}}],
+           data={"calibration": {"uri": "pvc://a_b/calib.npz"}}),
+     "spec.data.calibration.uri: pvc://CLAIM/path names a PersistentVolumeClaim"),
 ]  # fmt: skip
 
 

@@ -52,3 +52,19 @@ def test_resources_that_are_not_kubernetes_quantities_are_refused_by_field() -> 
     assert any(line.startswith("spec.resources.memory: ") for line in problems.splitlines())
     good = parse_spec(cj({**base, "resources": {"cpu": "500m", "memory": "4Gi"}}))
     assert isinstance(good, CompressionJobSpec)
+
+
+def test_pvc_claims_that_are_no_claim_names_are_refused_by_field() -> None:
+    base = {"steps": [{"export": {}}], "output": {"uri": "pvc://results.v2/out"}}
+    problems = parse_spec(cj({**base, "model": {"uri": "pvc://Models/x.onnx"}}))
+    assert isinstance(problems, str)
+    assert "spec.model.uri: pvc://CLAIM/path names a PersistentVolumeClaim" in problems
+    student = {"distill": {"student": {"uri": "pvc://a_b/s"}}}
+    problems = parse_spec(
+        cj({**base, "model": {"uri": "s3://m/x"}, "steps": [{"export": {}}, student],
+            "data": {"training": {"uri": "s3://d/t.npz"}}})
+    )  # fmt: skip
+    assert isinstance(problems, str)
+    assert "spec.steps[].distill.student.uri: pvc://CLAIM/path" in problems
+    dotted = parse_spec(cj({**base, "model": {"uri": "pvc://team.models/x.onnx"}}))
+    assert isinstance(dotted, CompressionJobSpec)  # dots are fine in a claim name

@@ -19,6 +19,9 @@ from typing import Any
 PROBE_DEPTH = 64
 # A variant that meets this cosine on tuning data is good enough; the fastest such is chosen.
 TUNE_COSINE_TARGET = 0.99
+# Latencies within this factor of the fastest are a tie, won by the more accurate variant:
+# the same kernel measured twice on a loaded two-core machine differed by up to 12%.
+LATENCY_TIE = 1.05
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,16 @@ class Trial:
 
 
 def choose(trials: Sequence[Trial], target: float = TUNE_COSINE_TARGET) -> Trial:
-    """The fastest trial meeting `target`; when none does, the most accurate (sensitivity
-    measurement then keeps its worst ops in float). Trials without a latency count as slow."""
+    """The fastest trial meeting `target`, the most accurate of those within LATENCY_TIE of
+    it; when none meets it, the most accurate (sensitivity measurement then keeps its worst
+    ops in float). Trials without a latency count as slow."""
     meeting = [t for t in trials if t.cosine >= target]
-    if meeting:
-        return min(meeting, key=lambda t: float("inf") if t.latency_ms is None else t.latency_ms)
-    return max(trials, key=lambda t: t.cosine)
+    if not meeting:
+        return max(trials, key=lambda t: t.cosine)
+    timed = [t.latency_ms for t in meeting if t.latency_ms is not None]
+    if not timed:
+        return max(meeting, key=lambda t: t.cosine)
+    fast = [
+        t for t in meeting if t.latency_ms is not None and t.latency_ms <= min(timed) * LATENCY_TIE
+    ]
+    return max(fast, key=lambda t: t.cosine)

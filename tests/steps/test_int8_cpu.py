@@ -84,6 +84,8 @@ def test_the_fastest_variant_meeting_the_target_is_chosen() -> None:
     trials = [Trial(S8, 0.988, 10.0), Trial(S8_REDUCED, 0.991, 10.5), Trial(U8, 0.993, 14.0)]
     assert choose(trials).variant == S8_REDUCED
     assert choose([Trial(S8, 0.995, 10.0), Trial(U8, 0.999, 14.0)]).variant == S8
+    # Within 5% is a tie (timing noise): the more accurate wins.
+    assert choose([Trial(S8, 0.995, 10.0), Trial(S8_REDUCED, 0.996, 10.4)]).variant == S8_REDUCED
     # None meets it: the most accurate, whose worst ops sensitivity may then keep float.
     assert choose([Trial(S8, 0.95, 10.0), Trial(U8, 0.97, 14.0)]).variant == U8
 

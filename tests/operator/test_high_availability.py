@@ -107,6 +107,8 @@ def quick_job(operator: Operator, name: str) -> dict[str, Any]:
             "inputs": [{"name": "x", "shape": [1, 16]}],
         },
         steps=[{"export": {}}],
+        # No gates: an export's speed on a loaded test machine is not what this test is about.
+        evaluation={"requireSpeedup": False, "maxMetricDrop": 1.0, "warmup": 2, "runs": 20},
         output={"uri": f"file://{operator.workdir / f'out-ha-{name}'}"},
         nodePool="cpu",
     )

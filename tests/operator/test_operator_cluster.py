@@ -582,3 +582,41 @@ def test_a_runner_job_the_apiserver_refuses_fails_the_job_with_its_words(
     assert conditions(body)["Stalled"]["status"] == "True"
     assert runner_jobs(cluster, kop_namespace) == []
     assert "JobRejected" in event_reasons(cluster, kop_namespace, "over-quota")
+
+
+def test_a_job_kondense_did_not_create_in_the_way_stalls_the_job_with_its_name(
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+) -> None:
+    from kubernetes import client
+
+    batch = client.BatchV1Api(cluster.api_client)
+    batch.create_namespaced_job(
+        kop_namespace,
+        {
+            "metadata": {"name": "squatted-g1"},
+            "spec": {
+                "suspend": True,  # never runs: it only holds the name
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "c", "image": "kondense-runner-cpu:test"}],
+                    }
+                },
+            },
+        },
+    )
+    spec = recipe(tiny_model, operator.workdir / "out-squat", {"export": {}}, nodePool="cpu")
+    apply(cluster, kop_namespace, compression_job("squatted", **spec))
+    body = wait_cj(cluster, kop_namespace, "squatted", lambda b: conditions_true(b, "Stalled"), 60)
+    assert body["status"]["reason"] == "JobNameTaken", body["status"]
+    assert "squatted-g1" in body["status"]["message"]
+    batch.delete_namespaced_job("squatted-g1", kop_namespace, propagation_policy="Background")
+    done = wait_cj(cluster, kop_namespace, "squatted", phase_is("Succeeded", "Failed"), 180)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+
+
+def conditions_true(body: dict[str, Any], kind: str) -> bool:
+    return any(
+        c["type"] == kind and c["status"] == "True"
+        for c in (body.get("status") or {}).get("conditions") or []
+    )

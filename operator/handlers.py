@@ -16,6 +16,9 @@ from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from kondense.operator.reconcile import Reconciler, owner_name
 
 MEMO_KEY = "reconciler"
+# A reconcile makes a handful of apiserver calls, each bounded by REQUEST_TIMEOUT_S; one that
+# runs this long is stuck (native code, a lock): the liveness probe fails and restarts us.
+STUCK_RECONCILE_S = 300.0
 _CHILDREN = {LABEL_MANAGED_BY: MANAGED_BY}
 
 
@@ -52,3 +55,13 @@ def _reconcile_owner(body: kopf.Body, memo: kopf.Memo) -> None:
     name = owner_name(body)
     if name is not None:
         _reconciler(memo).reconcile_named(body["metadata"]["namespace"], name)
+
+
+@kopf.on.probe(id="longestReconcileSeconds")
+def reconcile_probe(memo: kopf.Memo, **_: Any) -> float:
+    """Part of /healthz: how long the longest-running reconcile has run; fails (so kopf's
+    endpoint answers 500) once one has run STUCK_RECONCILE_S."""
+    seconds, job = _reconciler(memo).longest_reconcile()
+    if seconds >= STUCK_RECONCILE_S:
+        raise kopf.PermanentError(f"the reconcile of {job} has run for {seconds:.0f} s")
+    return round(seconds, 1)

@@ -114,6 +114,7 @@ class Reconciler:
         self._active: set[tuple[str, str]] = set()
         self._failed: set[tuple[str, str]] = set()
         self._queued: set[tuple[str, str]] = set()
+        self._started: dict[tuple[str, str], float] = {}  # reconciles running, since when
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -138,6 +139,7 @@ class Reconciler:
         with self._lock(namespace, name):
             with self._locks_guard:
                 self._queued.discard(key)
+                self._started[key] = time.monotonic()
             try:
                 cj = self.custom.get_namespaced_custom_object(
                     API_GROUP, API_VERSION, namespace, PLURAL, name, _request_timeout=self.timeout
@@ -146,7 +148,20 @@ class Reconciler:
                 if error.status == 404:
                     return
                 raise
-            self._reconcile_locked(dict(cj))  # type: ignore[call-overload]
+            else:
+                self._reconcile_locked(dict(cj))  # type: ignore[call-overload]
+            finally:
+                with self._locks_guard:
+                    self._started.pop(key, None)
+
+    def longest_reconcile(self) -> tuple[float, str]:
+        """Seconds the longest-running reconcile has run (0 when none), and its job."""
+        now = time.monotonic()
+        with self._locks_guard:
+            running = [
+                (now - started, f"{ns}/{name}") for (ns, name), started in self._started.items()
+            ]
+        return max(running, default=(0.0, ""))
 
     def _reconcile_locked(self, cj: dict[str, Any]) -> None:
         meta = cj["metadata"]

@@ -42,3 +42,22 @@ def test_a_call_the_apiserver_never_answers_gives_up_and_frees_the_lock() -> Non
         assert time.monotonic() - started < 10
         assert outcome and outcome[0] is not None  # it failed (and is retried by resync)
         assert reconciler._lock("ns", "stuck").acquire(timeout=1)
+
+
+def test_a_reconcile_that_runs_far_too_long_turns_the_liveness_probe_red() -> None:
+    """Whatever hangs a reconcile beyond every call's timeout (native code, a lock), the
+    probe (kopf's /healthz answers 500 when a probe handler fails) restarts the operator."""
+    import kopf
+    import pytest
+
+    from kondense.operator import handlers
+    from kondense.operator.handlers import STUCK_RECONCILE_S
+
+    reconciler = Reconciler(client.ApiClient(client.Configuration()), parse_config(CONFIG, "t"))
+    memo = kopf.Memo({handlers.MEMO_KEY: reconciler})
+    assert handlers.reconcile_probe(memo=memo) == 0
+    reconciler._started[("ns", "slow")] = time.monotonic() - 5
+    assert 4 < handlers.reconcile_probe(memo=memo) < STUCK_RECONCILE_S
+    reconciler._started[("ns", "stuck")] = time.monotonic() - STUCK_RECONCILE_S - 1
+    with pytest.raises(kopf.PermanentError, match="ns/stuck"):
+        handlers.reconcile_probe(memo=memo)

@@ -23,7 +23,8 @@ given back afterwards (the result still takes any image size).
 Each candidate is quantized alone, timed against the prepared float model (interleaved,
 batch 1, the job's CPU threads, median of repeats) and run on the calibration batches. It
 stays INT8 only when it is KEEP_MIN_SPEEDUP faster (on a shared machine a 2% "win" is noise)
-and its outputs agree with float's at MIN_AGREEMENT (top-1 for logits, cosine otherwise).
+and its outputs agree with float's at MIN_AGREEMENT (top-1 for classifier logits, cosine
+for embeddings and maps).
 The kept candidates are combined, checked again (autoTuneAgreement) and timed against the
 model as it came in (autoSpeedup). The job's own evaluation and gates then judge the result
 on held-out data.
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kondense.api.errors import BadInput, ResultRejected
-from kondense.api.spec import CalibrationMethod, QuantizeConfig, TensorSpec
+from kondense.api.spec import CalibrationMethod, QuantizeConfig, Task, TensorSpec
 from kondense.runners.core import Model, StepContext
 from kondense.runners.int8 import prepare
 from kondense.runners.model import MODEL_FILE, onnx_files
@@ -189,12 +190,16 @@ def decide(
     return decisions
 
 
-def output_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+def output_agreement(reference: np.ndarray, candidate: np.ndarray, task: Task) -> float:
     """How far a candidate's outputs agree with float's: the share of samples with the same
-    top class for [samples, classes] logits, the mean per-sample cosine otherwise."""
+    top class for classifier logits (a classification task, or a generic model's
+    [samples, classes] output), the mean per-sample cosine otherwise (embeddings, maps)."""
     import numpy as np
 
-    if reference.ndim == 2 and reference.shape[1] > 1:
+    logits = reference.ndim == 2 and reference.shape[1] > 1
+    if task in (Task.text_classification, Task.image_classification) or (
+        task is Task.generic and logits
+    ):
         return float((reference.argmax(1) == candidate.argmax(1)).mean())
     a = reference.reshape(len(reference), -1).astype(np.float64)
     b = candidate.reshape(len(candidate), -1).astype(np.float64)
@@ -341,7 +346,8 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
     timings = _time([float_path, *built], timing_inputs, threads)
     reference = _outputs(float_path, batches)
     agreements = [
-        output_agreement(reference, _outputs(path, batches)) if batches else None for path in built
+        output_agreement(reference, _outputs(path, batches), ctx.task) if batches else None
+        for path in built
     ]
     measured = [
         Measured(c, timings[0], t, a)
@@ -373,7 +379,7 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
     del final
 
     if batches:
-        agreement = output_agreement(reference, _outputs(combined, batches))
+        agreement = output_agreement(reference, _outputs(combined, batches), ctx.task)
         ctx.report("autoTuneAgreement", round(agreement, 6))
     ctx.progress("quantize auto: timing the result", 3, 4)
     original_ms, float_ms, result_ms = _time(
@@ -470,13 +476,20 @@ def _timing_inputs(
 
 
 def _outputs(path: Path, batches: list[Batch]) -> np.ndarray:
-    """The model's first output on every batch, concatenated (float64)."""
+    """The model's first output on every batch, concatenated (float64); token states
+    [N, T, H] are mean-pooled over the attention mask: padding positions carry no meaning,
+    and would weigh as much as the sentence's tokens."""
     import numpy as np
 
+    from kondense.runners.measure.evaluate import mean_pool
     from kondense.runners.measure.inference import CPU, Device, open_session, run_batches
 
     session = open_session(path, threads=1, device=Device("cpu", CPU))
-    return np.concatenate([out for _, out in run_batches(session, batches)]).astype(np.float64)
+    outputs = []
+    for batch, output in run_batches(session, batches):
+        mask = batch.inputs.get("attention_mask")
+        outputs.append(mean_pool(output, mask) if mask is not None else output)
+    return np.concatenate(outputs).astype(np.float64)
 
 
 def _time(paths: Sequence[Path], inputs: dict[str, np.ndarray], threads: int) -> list[float]:

@@ -7,7 +7,10 @@ ONNX Runtime pitfalls handled here rather than passed to the user:
 - fused ops from transformer fusion (Attention, EmbedLayerNormalization) are quantized by
   their integer counterparts, and activation x activation MatMuls (attention scores) stay in
   float, which is what keeps transformer embeddings accurate;
-- models over 2 GB are written with external data at every stage.
+- models over 2 GB are written with external data at every stage;
+- dynamic INT8 suits the CPU it runs on (`quantize_dynamic_for_cpu`): the variant is chosen
+  by measuring it there (runners/int8/variants.py), and the few ops INT8 hurts most stay
+  float when the output would otherwise drift (runners/int8/sensitivity.py).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ Functions work on an in-memory onnx.ModelProto and change it in place.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -170,3 +171,25 @@ def name_nodes(model: onnx.ModelProto) -> int:
         taken.add(name)
         named += 1
     return named
+
+
+def fold_conv_constant_weights(path: Path, *, large: bool) -> int:
+    """Fold the Constant nodes of the model at `path` in place when a Conv takes its weight
+    from one (opset-11/12 OCR models); returns how many were folded (0: file untouched).
+
+    ONNX Runtime's quantizers stop on such a Conv ("Expected ... to be an initializer").
+    """
+    import onnx
+
+    from kondense.runners.model import onnx_files
+
+    model = onnx.load_model(str(path), load_external_data=True)
+    constants = {n.output[0] for n in model.graph.node if n.op_type == "Constant" and n.output}
+    if not any(
+        n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in constants
+        for n in model.graph.node
+    ):
+        return 0
+    folded = fold_constant_weights(model)
+    onnx_files.save_onnx(model, path, external=large)
+    return folded

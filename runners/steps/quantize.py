@@ -95,6 +95,10 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
     ctx.progress("quantize: shape inference", 0, 2)
     prepared, how = preprocess(model.path, ctx.workdir / "preprocessed.onnx", large=large)
     ctx.report("quantizePreprocess", how)
+    from kondense.runners.int8.prepare import fold_conv_constant_weights
+
+    if folded := fold_conv_constant_weights(prepared, large=large):
+        ctx.report("constantsFolded", folded)  # else the quantizers stop on such convs
     if config.mode is QuantizeMode.dynamic:
         ctx.progress("quantize: dynamic INT8", 1, 2)
         quantize_dynamic_for_cpu(prepared, target, config, ctx, assets=model.assets, large=large)

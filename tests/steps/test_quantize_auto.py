@@ -299,3 +299,18 @@ def test_auto_keeps_convolutions_float_without_representative_inputs(
         _auto(source, tmp_path, reports)
     assert "stay float" in reports["autoConvolutions"]
     assert reports["autoData"] == "synthetic"
+
+
+def test_dynamic_mode_folds_constant_conv_weights_instead_of_crashing(tmp_path: Path) -> None:
+    """ORT's dynamic quantizer stopped with "Expected w1 to be an initializer" on such
+    models; folded, the convs become ConvInteger (which the speed gate then judges)."""
+    source = _opset11_cnn(tmp_path / "cnn.onnx")
+    steps = [{"quantize": {"mode": "dynamic", "keepFloat": 0}}]
+    config = minimal_spec(tmp_path / "work", steps=steps).steps[0].config
+    reports: dict[str, Any] = {}
+    ctx = step_context(tmp_path / "work", reports.__setitem__, steps=steps)
+    result = quantize(Model(path=source, format=ModelFormat.onnx), config, ctx)
+    assert reports["constantsFolded"] == 3
+    assert _ops(result.path)["ConvInteger"] == 2
+    x = _images(2, 24)
+    assert run_onnx(result.path, {"x": x}).shape == (2, 4, 24, 24)

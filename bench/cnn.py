@@ -108,11 +108,8 @@ def measure_cnns(workdir: Path, *, runs: int = RUNS) -> list[CnnFigures]:
         images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
         rows: list[tuple[str, Path | None, str]] = [("fp32", source, "")]
         for mode in ("dynamic", "auto"):
-            # ORT's dynamic quantizer stops on Constant-node conv weights ("Expected ... to be
-            # an initializer"), so dynamic gets them folded; auto folds them itself.
-            given = _folded(source, workdir) if mode == "dynamic" else source
             try:
-                path, notes = _quantize(given, size, mode, workdir / f"{name}-{mode}")
+                path, notes = _quantize(source, size, mode, workdir / f"{name}-{mode}")
                 rows.append((mode, path, _summary(notes)))
             except KondenseError as error:
                 rows.append((mode, None, f"refused: {error}"))
@@ -146,19 +143,6 @@ def measure_cnns(workdir: Path, *, runs: int = RUNS) -> list[CnnFigures]:
                 )
             )
     return figures
-
-
-def _folded(source: Path, workdir: Path) -> Path:
-    """`source` with its Constant-node weights as initializers (nothing else changed)."""
-    import onnx
-
-    from kondense.runners.int8 import prepare
-
-    model = onnx.load(str(source))
-    prepare.fold_constant_weights(model)
-    target = workdir / f"{source.stem}-folded.onnx"
-    onnx.save(model, str(target))
-    return target
 
 
 def _outputs(path: Path, images: np.ndarray) -> np.ndarray:

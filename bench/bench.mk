@@ -2,10 +2,10 @@
 
 .PHONY: bench-quality bench-quality-quick
 
-bench-quality: $(STAMP)  ## MiniLM size/latency/cosine: ORT FP32, kondense INT8 dynamic/static, FP16, two common baselines, distilled 3-layer (+INT8); trains a student first (minutes)
+bench-quality: $(STAMP)  ## size/latency/quality of every recipe side by side with its baselines: MiniLM (ORT FP32, kondense auto/dynamic/static/FP16, ORT and torch quantize_dynamic, distilled 3-layer +INT8) and two CNNs (FP32, dynamic, auto); the CPU's flags; a Pareto chart (build/bench-quality.png); trains a student first (minutes)
 	@mkdir -p build
-	$(VENV)/bin/python -m bench.quality --with-distill --json build/bench-quality.json
+	$(VENV)/bin/python -m bench.quality --with-distill --with-cnns --json build/bench-quality.json --chart build/bench-quality.png
 
-bench-quality-quick: $(STAMP)  ## bench-quality without the distilled rows (no training)
+bench-quality-quick: $(STAMP)  ## bench-quality's MiniLM rows without the distilled ones (no training) and without the CNNs
 	@mkdir -p build
-	$(VENV)/bin/python -m bench.quality --json build/bench-quality-quick.json
+	$(VENV)/bin/python -m bench.quality --json build/bench-quality-quick.json --chart build/bench-quality-quick.png

@@ -161,6 +161,15 @@ def _summary(notes: dict[str, Any]) -> str:
     return f"{notes.get('quantization', '')}" + (f" [{decided}]" if decided else "")
 
 
+def print_figures(figures: list[CnnFigures]) -> None:
+    print(f"\nCNNs | batch 1, {THREADS} threads, agreement over {EVALUATION_IMAGES} images")
+    for f in figures:
+        latency = f"{f.p50_ms:8.2f} ms" if f.p50_ms is not None else "        -  "
+        speed = f"{f.speedup:5.2f}x" if f.speedup is not None else "    - "
+        agree = f"{f.agreement:.4f}" if f.agreement is not None else "   -  "
+        print(f"{f.model:26} {f.recipe:8} {latency} {speed} agree {agree}  {f.note}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=RUNS)
@@ -168,11 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kondense-bench-cnn-") as scratch:
         figures = measure_cnns(Path(scratch), runs=args.runs)
-    for f in figures:
-        latency = f"{f.p50_ms:8.2f} ms" if f.p50_ms is not None else "        -  "
-        speed = f"{f.speedup:5.2f}x" if f.speedup is not None else "    - "
-        agree = f"{f.agreement:.4f}" if f.agreement is not None else "   -  "
-        print(f"{f.model:26} {f.recipe:8} {latency} {speed} agree {agree}  {f.note}")
+    print_figures(figures)
     if args.json:
         args.json.write_text(json.dumps([asdict(f) for f in figures], indent=2))
     return 0

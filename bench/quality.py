@@ -4,8 +4,8 @@ One run, one machine, the same inputs for every row: all-MiniLM-L6-v2 at batch 1
 length 128, 2 intra-op threads. Rows:
 
 - ORT FP32: the export step's ONNX model (the reference for speedup and cosine);
-- kondense dynamic INT8 (default): export -> optimize -> quantize {mode: dynamic} with the spec
-  defaults, through the same step functions `kondense run` calls, with the configs its plan
+- kondense auto (the default, `quantize: {}`) and dynamic INT8: export -> optimize -> quantize
+  with the spec defaults, through the same step functions `kondense run` calls, with the configs its plan
   settles (kondense.runners.plan: optimize saves the basic level, unfused, before INT8);
 - kondense static INT8 and FP16: the same recipe with mode static (calibrated on generated
   sentences that are not evaluated) and fp16;
@@ -18,9 +18,13 @@ thread pools wait passively so an idle row never steals a core from the timed on
 Cosine: mean over held-out generated sentences of the cosine between the row's sentence
 embedding and ORT FP32's, computed by the engine's metric (kondense.runners.measure.evaluate).
 More rows: with --with-distill, `bench/quality_distill.py`'s `quality_rows()` are measured in
-the same run. What both modules share (Row, Candidate, Bench, ...) is in bench/common.py.
+the same run; with --with-cnns, `bench/cnn.py`'s CNNs (a DB-style text detector and a
+MobileNet-style classifier, opset 12 with Constant weights as PyPI OCR models ship) at FP32,
+dynamic INT8 and auto. --chart draws every row's latency, metric and size with its Pareto
+front. The CPU's model and INT8 flags head the table: its instructions decide INT8 speed.
+What the modules share (Row, Candidate, Bench, ...) is in bench/common.py.
 
-    python -m bench.quality [--runs 100] [--json build/bench-quality.json]
+    python -m bench.quality [--runs 100] [--with-distill] [--with-cnns] [--json F] [--chart F]
 """
 
 from __future__ import annotations
@@ -93,6 +97,10 @@ def kondense_dynamic(bench: Bench) -> Candidate:
     return _recipe(bench, "dynamic", {"mode": "dynamic"})
 
 
+def kondense_auto(bench: Bench) -> Candidate:
+    return _recipe(bench, "auto", {})  # mode omitted: auto, the default
+
+
 def kondense_static(bench: Bench) -> Candidate:
     return _recipe(bench, "static", {"mode": "static"})
 
@@ -144,7 +152,8 @@ def torch_dynamic(bench: Bench) -> Candidate:
 
 ROWS: list[Row] = [
     Row("ORT FP32", ort_fp32),
-    Row("kondense dynamic INT8 (default)", kondense_dynamic),
+    Row("kondense auto (default)", kondense_auto),
+    Row("kondense dynamic INT8", kondense_dynamic),
     Row("kondense static INT8", kondense_static),
     Row("kondense FP16", kondense_fp16),
     Row("ORT quantize_dynamic (plain)", ort_plain_dynamic),
@@ -239,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         "--with-distill", action="store_true", help="add bench/quality_distill.py's rows"
     )
     parser.add_argument("--only", nargs="*", default=None, help="row names to run (FP32 always)")
+    parser.add_argument(
+        "--with-cnns", action="store_true", help="add bench/cnn.py's CNN rows (FP32, dynamic, auto)"
+    )
+    parser.add_argument(
+        "--chart", type=Path, default=None, help="write the Pareto chart (PNG) of every row here"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -291,11 +306,46 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name in runners
         ]
+    print_cpu()
     print_table(table, args.runs, len(evaluation))
+    cnns = []
+    if args.with_cnns:
+        from bench.cnn import measure_cnns, print_figures
+
+        with tempfile.TemporaryDirectory(prefix="bench-cnn-") as scratch:
+            cnns = measure_cnns(Path(scratch), runs=args.runs)
+        print_figures(cnns)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([asdict(m) for m in table], indent=2) + "\n")
+        document = {"minilm": [asdict(m) for m in table], "cnns": [asdict(f) for f in cnns]}
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    if args.chart:
+        print(f"chart: {write_pareto(table, cnns, args.chart)}")
     return 0
+
+
+def print_cpu() -> None:
+    """The CPU the figures come from: INT8 speed and accuracy depend on its instructions."""
+    from kondense.runners.measure.cpu import cpu_info
+
+    cpu = cpu_info()
+    print(f"\nCPU: {cpu.model} | INT8 kind {cpu.int8_dot_product} | flags {' '.join(cpu.flags)}")
+
+
+def write_pareto(table: list[Measured], cnns: list[Any], path: Path) -> Path:
+    """Latency against metric against size, one panel per model, the Pareto front marked."""
+    from kondense.runners.pareto import Point, write_chart
+
+    points = [
+        Point(m.name, m.p50_ms, m.cosine, m.size_mb, "MiniLM-L6 (cosine vs ORT FP32)")
+        for m in table
+    ]
+    points += [
+        Point(f.recipe, f.p50_ms, f.agreement, f.bytes / 1e6, f"{f.model} (agreement vs FP32)")
+        for f in cnns
+        if f.p50_ms is not None and f.agreement is not None
+    ]
+    return write_chart(points, path, f"kondense bench-quality, {THREADS} threads, batch {BATCH}")
 
 
 def print_table(table: list[Measured], runs: int, sentences: int) -> None:

@@ -4,9 +4,10 @@ One run, one machine, the same inputs for every row: all-MiniLM-L6-v2 at batch 1
 length 128, 2 intra-op threads. Rows:
 
 - ORT FP32: the export step's ONNX model (the reference for speedup and cosine);
-- kondense auto (the default, `quantize: {}`) and dynamic INT8: export -> optimize -> quantize
-  with the spec defaults, through the same step functions `kondense run` calls, with the configs its plan
-  settles (kondense.runners.plan: optimize saves the basic level, unfused, before INT8);
+- kondense auto (the default, `quantize: {}`) and dynamic INT8: export -> optimize ->
+  quantize with the spec defaults, through the same step functions `kondense run` calls, with
+  the configs its plan settles (kondense.runners.plan: optimize saves the basic level,
+  unfused, before INT8);
 - kondense static INT8 and FP16: the same recipe with mode static (calibrated on generated
   sentences that are not evaluated) and fp16;
 - baselines as commonly written: onnxruntime.quantization.quantize_dynamic(model,

@@ -19,12 +19,18 @@ from kondense.api.spec import (
     ARCHITECTURE_NEEDS_SAFETENSORS,
     BAD_PVC_CLAIM,
     DEFAULT_TIMEOUT_SECONDS,
+    DOT_SEGMENT,
+    DOT_SEGMENT_PATTERN,
     KIND,
+    LINK_LOCAL,
+    LINK_LOCAL_PATTERN,
     NEEDS_ARCHITECTURE,
     NEEDS_CALIBRATION,
     NEEDS_TRAINING_DATA,
     PVC_CLAIM_PATTERN,
+    SUPPORTED_SCHEME_PATTERN,
     TRAINING_OUTLASTS_TIMEOUT,
+    UNSUPPORTED_SCHEME,
     UNWRITABLE_OUTPUT,
     WRITABLE_OUTPUT_PREFIXES,
     CompressionJobSpec,
@@ -151,11 +157,19 @@ def spec_schema() -> dict[str, Any]:
     schema["x-kubernetes-validations"] = SPEC_RULES
     props = schema["properties"]
     props["steps"]["items"]["x-kubernetes-validations"] = STEP_RULES
-    props["output"]["x-kubernetes-validations"] = [*OUTPUT_RULES, _pvc_claim_rule("output")]
-    props["model"]["x-kubernetes-validations"] = [*MODEL_RULES, _pvc_claim_rule("model")]
+    props["output"]["x-kubernetes-validations"] = [
+        *OUTPUT_RULES,
+        _pvc_claim_rule("output"),
+        *_uri_rules("output"),
+    ]
+    props["model"]["x-kubernetes-validations"] = [
+        *MODEL_RULES,
+        _pvc_claim_rule("model"),
+        *_uri_rules("model"),
+    ]
     for source in ("calibration", "evaluation", "training"):
-        rule = _pvc_claim_rule(f"data.{source}")
-        props["data"]["properties"][source]["x-kubernetes-validations"] = [rule]
+        rules = [_pvc_claim_rule(f"data.{source}"), *_uri_rules(f"data.{source}")]
+        props["data"]["properties"][source]["x-kubernetes-validations"] = rules
     # Not on steps[].distill.student: inside the steps list the rule's estimated cost is over
     # the apiserver's budget; `kondense validate` and the operator (InvalidSpec) check it.
     return schema
@@ -170,6 +184,28 @@ def _pvc_claim_rule(where: str) -> dict[str, str]:
         f"spec.{where}.uri: {BAD_PVC_CLAIM}",
         ".uri",
     )
+
+
+def _uri_rules(where: str) -> list[dict[str, str]]:
+    """On the object at spec.`where`: the uri's scheme is supported, it has no '..' segment and
+    names no link-local host (`uri_problems` says the same locally)."""
+    return [
+        _rule(
+            f"!self.uri.contains('://') || self.uri.matches('{SUPPORTED_SCHEME_PATTERN}')",
+            f"spec.{where}.uri: {UNSUPPORTED_SCHEME}",
+            ".uri",
+        ),
+        _rule(
+            f"!self.uri.matches('{DOT_SEGMENT_PATTERN}')",
+            f"spec.{where}.uri: {DOT_SEGMENT}",
+            ".uri",
+        ),
+        _rule(
+            f"!self.uri.matches('{LINK_LOCAL_PATTERN}')",
+            f"spec.{where}.uri: {LINK_LOCAL}",
+            ".uri",
+        ),
+    ]
 
 
 def _condition_schema() -> dict[str, Any]:

@@ -17,6 +17,13 @@ EXIT_STORAGE_UNAVAILABLE = 5
 # Job: retried pods share the Job's activeDeadlineSeconds, so each gets what is left of it.
 DEADLINE_ENV = "KONDENSE_DEADLINE"
 
+# The pool's download policy, set by the operator on runner pods (runners/io/fetch.py reads
+# them): "1" allows plain http:// and private addresses; the cap in bytes; the timeout in s.
+ALLOW_HTTP_ENV = "KONDENSE_ALLOW_HTTP"
+ALLOW_PRIVATE_ENV = "KONDENSE_ALLOW_PRIVATE_NETWORKS"
+MAX_DOWNLOAD_BYTES_ENV = "KONDENSE_MAX_DOWNLOAD_BYTES"
+DOWNLOAD_TIMEOUT_ENV = "KONDENSE_DOWNLOAD_TIMEOUT"
+
 
 class KondenseError(Exception):
     """A failure with a message written for the user: what went wrong and what to change."""

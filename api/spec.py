@@ -22,6 +22,17 @@ DEFAULT_TIMEOUT_SECONDS = 3600
 # pvc://claim/path resolves to <root>/claim/path: the operator mounts each claim there and the
 # runner reads KONDENSE_PVC_ROOT, which defaults to this.
 DEFAULT_PVC_ROOT = "/mnt/pvc"
+# One download's cap and time limit, unless the pool or spec.storage says otherwise.
+DEFAULT_MAX_DOWNLOAD_BYTES = 8 * 1024**3  # 8 GiB: ONNX protobufs stop at 2 GiB
+DEFAULT_DOWNLOAD_TIMEOUT_SECONDS = 1800
+# Names of Secrets and ServiceAccounts (a DNS subdomain), and of node pools (a DNS label).
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A URI neither starts nor ends with whitespace (and so is never whitespace only).
+URI_PATTERN = r"^\S(.*\S)?$"
+# Input shapes: a dimension and a whole tensor stay allocatable (1 GiB of float32).
+MAX_DIMENSION = 1 << 20
+MAX_TENSOR_ELEMENTS = 1 << 28
 
 
 class SpecModel(BaseModel):
@@ -64,15 +75,28 @@ class DType(StrEnum):
 
 class TensorSpec(SpecModel):
     name: str = Field(min_length=1, description="Input name as the model declares it.")
-    shape: list[Annotated[int, Field(ge=1)]] = Field(
+    shape: list[Annotated[int, Field(ge=1, le=MAX_DIMENSION)]] = Field(
         min_length=1,
         max_length=8,
         description=(
             "Concrete shape used for synthetic inputs and benchmarking, e.g. [1, 3, 224, 224]. "
-            "The first dimension is the batch size."
+            "The first dimension is the batch size. Each dimension is at most 1048576 and "
+            "the whole tensor at most 268435456 elements."
         ),
     )
     dtype: DType = Field(default=DType.float32, description="Element type of the input.")
+
+    @model_validator(mode="after")
+    def _allocatable(self) -> TensorSpec:
+        elements = 1
+        for dimension in self.shape:
+            elements *= dimension
+        if elements > MAX_TENSOR_ELEMENTS:
+            raise ValueError(
+                f"shape {self.shape} of input {self.name!r} has {elements} elements, over the "
+                f"{MAX_TENSOR_ELEMENTS} a runner allocates; use a smaller shape"
+            )
+        return self
 
 
 # 'package.module:function', as entry points name a callable.
@@ -82,6 +106,8 @@ ARCHITECTURE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Z
 class ModelSource(SpecModel):
     uri: str = Field(
         min_length=1,
+        max_length=4096,
+        pattern=URI_PATTERN,
         description=(
             "Where the model is: a local path or file://, s3://, pvc:// or https:// URI. "
             "A Hugging Face model is a directory (config.json + safetensors + tokenizer); "
@@ -124,9 +150,22 @@ class ModelSource(SpecModel):
         description=(
             "Input names, shapes and types. Fixes dynamic dimensions for benchmarking and "
             "synthetic data; required for TorchScript and exported-program models without "
-            "data."
+            "data. Each name appears once."
         ),
+        # The apiserver refuses a duplicate name itself (a list map keyed by name).
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+
+    @model_validator(mode="after")
+    def _unique_inputs(self) -> ModelSource:
+        names = [tensor.name for tensor in self.inputs or []]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(
+                f"spec.model.inputs: input names appear more than once: {', '.join(duplicates)}; "
+                "list each input once"
+            )
+        return self
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -135,6 +174,8 @@ class ModelSource(SpecModel):
 class DataSource(SpecModel):
     uri: str = Field(
         min_length=1,
+        max_length=4096,
+        pattern=URI_PATTERN,
         description=(
             "A .npz file (arrays named like the model inputs, optional 'labels') or a .jsonl "
             'file of {"text": ..., "label": ...} lines tokenized with the model\'s own '
@@ -334,6 +375,8 @@ class DistillMode(StrEnum):
 class StudentSource(SpecModel):
     uri: str | None = Field(
         default=None,
+        max_length=4096,
+        pattern=URI_PATTERN,
         description="A student model to train: a Hugging Face directory, or a .safetensors "
         "file with student.architecture. When omitted the student is derived from the teacher.",
     )
@@ -471,6 +514,8 @@ class Evaluation(SpecModel):
 class Output(SpecModel):
     uri: str = Field(
         min_length=1,
+        max_length=4096,
+        pattern=URI_PATTERN,
         description="Where artifacts and report.json go: local path or file://, s3://, pvc://.",
     )
 
@@ -496,6 +541,32 @@ class Resources(SpecModel):
     )
 
 
+class SecretReference(SpecModel):
+    name: str = Field(
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="Name of a Secret in the CompressionJob's own namespace.",
+    )
+
+
+class Storage(SpecModel):
+    secret_ref: SecretReference | None = Field(
+        default=None,
+        description=(
+            "A Secret in the job's namespace whose keys become the runner's environment "
+            "(envFrom), e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL. "
+            "The operator never reads it; the kubelet injects it into the runner pod."
+        ),
+    )
+    max_download_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        le=1 << 40,
+        description="Largest download (model, data file) in bytes; the pool's "
+        "maxDownloadBytes when unset. A bigger object is refused before it fills the disk.",
+    )
+
+
 class CompressionJobSpec(SpecModel):
     """What to compress, how, and how to judge the result."""
 
@@ -513,6 +584,7 @@ class CompressionJobSpec(SpecModel):
     node_pool: str | None = Field(
         default=None,
         max_length=63,
+        pattern=DNS_LABEL,
         description="Node pool to run on (cluster only), by the name the operator's "
         "configuration gives it; when omitted the operator picks its pool for the device the "
         "recipe needs (a GPU for fp16, a CPU otherwise).",
@@ -527,6 +599,20 @@ class CompressionJobSpec(SpecModel):
     )
     resources: Resources | None = Field(
         default=None, description="Runner pod resources, overriding the node pool's defaults."
+    )
+    storage: Storage | None = Field(
+        default=None,
+        description="Where the runner's storage credentials come from, and download limits.",
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description=(
+            "ServiceAccount of the runner pod, in the job's namespace: its cloud identity "
+            "(IRSA, Workload Identity) reaches the buckets. The pool's serviceAccountName when "
+            "unset."
+        ),
     )
 
     @model_validator(mode="after")
@@ -602,6 +688,19 @@ BAD_PVC_CLAIM = (
 # A pvc:// URI whose claim is a valid PersistentVolumeClaim name (a DNS subdomain). Plain RE2,
 # so the CRD's CEL rules use it too.
 PVC_CLAIM_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(/|$)"
+SUPPORTED_SCHEME_PATTERN = r"^(s3|pvc|https|http|file)://"
+UNSUPPORTED_SCHEME = (
+    "unsupported URI scheme; use s3://bucket/key, pvc://claim/path, https://, file:// or a path"
+)
+# A '..' segment after a scheme: file:///../../etc is /etc, not a folder below anything.
+DOT_SEGMENT_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://(.*/)?\.\.(/|$)"
+DOT_SEGMENT = "a URI may not contain '..' segments; write the path it means"
+# Cloud metadata and other link-local hosts, as literals (the runner also checks every address
+# a host name resolves to, and every redirect).
+LINK_LOCAL_PATTERN = (
+    r"^[A-Za-z]+://(169\.254\.|\[?fe80:|\[?fd00:ec2::254|metadata\.google\.internal)"
+)
+LINK_LOCAL = "link-local and cloud metadata addresses are never fetched"
 # Output URIs artifacts can be written to: these prefixes, or a path with no scheme at all.
 # Plain RE2, so the CRD's CEL rule uses them too.
 WRITABLE_OUTPUT_PREFIXES = (r"^(s3|pvc)://[^/]+", r"^(file://)?/")
@@ -609,6 +708,18 @@ WRITABLE_OUTPUT_PREFIXES = (r"^(s3|pvc)://[^/]+", r"^(file://)?/")
 
 def writable_output(uri: str) -> bool:
     return "://" not in uri or any(re.match(p, uri) for p in WRITABLE_OUTPUT_PREFIXES)
+
+
+def uri_problems(uri: str) -> list[str]:
+    """What is wrong with one URI on its own (the CRD's CEL rules say the same)."""
+    problems = []
+    if "://" in uri and not re.match(SUPPORTED_SCHEME_PATTERN, uri):
+        problems.append(UNSUPPORTED_SCHEME)
+    if re.match(DOT_SEGMENT_PATTERN, uri):
+        problems.append(DOT_SEGMENT)
+    if re.match(LINK_LOCAL_PATTERN, uri):
+        problems.append(LINK_LOCAL)
+    return problems
 
 
 def cross_field_problems(spec: CompressionJobSpec) -> list[str]:
@@ -630,6 +741,7 @@ def cross_field_problems(spec: CompressionJobSpec) -> list[str]:
         if uri.startswith("pvc://") and not re.match(PVC_CLAIM_PATTERN, uri):
             field = re.sub(r"\[\d+\]", "[]", path)  # the CRD's rule cannot name the index
             problems.append(f"{field}: {BAD_PVC_CLAIM}")
+        problems += [f"{path}: {problem}" for problem in uri_problems(uri)]
     model = spec.model
     if model.format is ModelFormat.safetensors and model.architecture is None:
         problems.append(NEEDS_ARCHITECTURE)

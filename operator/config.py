@@ -27,6 +27,21 @@ Optional per pool, for tests, benchmarks and local clusters: `command` replaces 
 command (`kondense run --job-env KONDENSE_JOB --termination-log /dev/termination-log`),
 `env` adds variables, and `workingDir` sets the runner's working directory, which relative
 URIs in a spec resolve against (a relative workingDir is relative to the config file).
+Only a pool with `workingDir` runs jobs with file:// or relative URIs: elsewhere the runner pod
+has no such files, so the operator refuses them when it reconciles the job.
+
+Optional per pool, for production platforms: `serviceAccountName` (the runner pods' identity,
+e.g. for IRSA or Workload Identity, unless a job names its own), `imagePullSecrets` (names),
+`envFrom` (ConfigMaps or Secrets of the job's namespace, as Kubernetes EnvFromSource objects),
+`jobLabels` and `jobAnnotations` (on runner Jobs and their pods, e.g.
+`kueue.x-k8s.io/queue-name`), `podSecurityContext` and `containerSecurityContext` (merged over
+the restricted defaults: a platform that assigns UIDs sets `runAsUser: null`), and
+`tmpSizeLimit`/`workSizeLimit` (the emptyDirs' sizeLimit).
+
+Fetching, per pool: `allowHttp` (plain http:// downloads), `allowPrivateNetworks` (downloads
+from private, loopback and unique-local addresses; link-local and cloud metadata addresses are
+always refused), `maxDownloadBytes` (the default cap of one download; spec.storage overrides)
+and `downloadTimeoutSeconds`. They reach the runner as KONDENSE_* variables (runners/io/fetch.py).
 """
 
 from __future__ import annotations
@@ -37,6 +52,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kondense.api.spec import (
+    DEFAULT_DOWNLOAD_TIMEOUT_SECONDS,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    DNS_SUBDOMAIN,
+    QUANTITY_PATTERN,
+)
 from kondense.api.steps import DeviceClass
 
 # The manifest reaches the runner in this variable; the runner writes its outcome to this file.
@@ -69,6 +90,27 @@ class PoolConfig(ConfigModel):
     command: list[str] | None = Field(default=None, min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
     working_dir: str | None = Field(default=None, alias="workingDir")
+    service_account_name: str | None = Field(
+        default=None, alias="serviceAccountName", pattern=DNS_SUBDOMAIN
+    )
+    image_pull_secrets: list[str] = Field(default_factory=list, alias="imagePullSecrets")
+    env_from: list[dict[str, Any]] = Field(default_factory=list, alias="envFrom")
+    job_labels: dict[str, str] = Field(default_factory=dict, alias="jobLabels")
+    job_annotations: dict[str, str] = Field(default_factory=dict, alias="jobAnnotations")
+    pod_security_context: dict[str, Any] = Field(default_factory=dict, alias="podSecurityContext")
+    container_security_context: dict[str, Any] = Field(
+        default_factory=dict, alias="containerSecurityContext"
+    )
+    tmp_size_limit: str = Field(default="16Gi", alias="tmpSizeLimit", pattern=QUANTITY_PATTERN)
+    work_size_limit: str = Field(default="64Gi", alias="workSizeLimit", pattern=QUANTITY_PATTERN)
+    allow_http: bool = Field(default=False, alias="allowHttp")
+    allow_private_networks: bool = Field(default=False, alias="allowPrivateNetworks")
+    max_download_bytes: int = Field(
+        default=DEFAULT_MAX_DOWNLOAD_BYTES, ge=1, alias="maxDownloadBytes"
+    )
+    download_timeout_seconds: int = Field(
+        default=DEFAULT_DOWNLOAD_TIMEOUT_SECONDS, ge=1, le=86400, alias="downloadTimeoutSeconds"
+    )
 
     def runner_command(self) -> list[str]:
         return list(self.command or DEFAULT_RUNNER_COMMAND)

@@ -12,7 +12,16 @@ import json
 import re
 from typing import Any
 
-from kondense.api.errors import DEADLINE_ENV, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TIMED_OUT
+from kondense.api.errors import (
+    ALLOW_HTTP_ENV,
+    ALLOW_PRIVATE_ENV,
+    DEADLINE_ENV,
+    DOWNLOAD_TIMEOUT_ENV,
+    EXIT_BAD_INPUT,
+    EXIT_REJECTED,
+    EXIT_TIMED_OUT,
+    MAX_DOWNLOAD_BYTES_ENV,
+)
 from kondense.api.spec import API_GROUP, API_VERSION, DEFAULT_PVC_ROOT, KIND, CompressionJobSpec
 from kondense.operator.config import JOB_ENV, TERMINATION_LOG, PoolConfig
 
@@ -64,6 +73,26 @@ def claim_volume_name(claim: str) -> str:
     if len(name) <= 63 and _VOLUME_NAME.fullmatch(claim):
         return name
     return f"pvc-{hashlib.sha256(claim.encode()).hexdigest()[:16]}"
+
+
+def _merged(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`defaults` with the pool's `overrides`; an override of None removes the key (a
+    platform that assigns UIDs, such as OpenShift's restricted-v2, sets runAsUser: null)."""
+    merged = {**defaults, **overrides}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def fetch_policy_env(pool: PoolConfig, spec: CompressionJobSpec) -> list[dict[str, str]]:
+    """The pool's download policy, as the runner reads it (runners/io/fetch.py)."""
+    cap = pool.max_download_bytes
+    if spec.storage is not None and spec.storage.max_download_bytes is not None:
+        cap = spec.storage.max_download_bytes
+    return [
+        {"name": ALLOW_HTTP_ENV, "value": "1" if pool.allow_http else "0"},
+        {"name": ALLOW_PRIVATE_ENV, "value": "1" if pool.allow_private_networks else "0"},
+        {"name": MAX_DOWNLOAD_BYTES_ENV, "value": str(cap)},
+        {"name": DOWNLOAD_TIMEOUT_ENV, "value": str(pool.download_timeout_seconds)},
+    ]
 
 
 def _resources(pool: PoolConfig, spec: CompressionJobSpec) -> dict[str, dict[str, str]]:
@@ -118,7 +147,8 @@ def build_runner_job(
         LABEL_GENERATION: str(generation),
         LABEL_POOL: pool_name,
     }
-    annotations = {ANNOTATION_NAME: meta["name"]}
+    labels = {**pool.job_labels, **labels}  # the pool's extras never replace kondense's own
+    annotations = {**pool.job_annotations, ANNOTATION_NAME: meta["name"]}
     claims = pvc_claims(spec)
     env = [
         {"name": JOB_ENV, "value": _runner_manifest(meta, spec)},
@@ -130,6 +160,7 @@ def build_runner_job(
     if created is not None:
         env.append({"name": DEADLINE_ENV, "value": f"{created + spec.timeout_seconds:.0f}"})
     env += [{"name": key, "value": value} for key, value in sorted(pool.env.items())]
+    env += fetch_policy_env(pool, spec)
     mounts = [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "work", "mountPath": WORK_DIR},
@@ -142,8 +173,8 @@ def build_runner_job(
         for claim, writes in sorted(claims.items())
     ]
     volumes = [
-        {"name": "tmp", "emptyDir": {}},
-        {"name": "work", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": pool.tmp_size_limit}},
+        {"name": "work", "emptyDir": {"sizeLimit": pool.work_size_limit}},
     ] + [
         {
             "name": claim_volume_name(claim),
@@ -163,28 +194,48 @@ def build_runner_job(
         "terminationMessagePath": TERMINATION_LOG,
         # A runner that dies before writing its outcome still leaves its last log lines.
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _merged(
+            {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            pool.container_security_context,
+        ),
     }
+    env_from = [dict(source) for source in pool.env_from]
+    if spec.storage is not None and spec.storage.secret_ref is not None:
+        # A name only: the kubelet resolves it in the pod's (the job's) namespace, so a job
+        # can never reach another namespace's Secret, and the operator never reads it.
+        env_from.append({"secretRef": {"name": spec.storage.secret_ref.name}})
+    if env_from:
+        container["envFrom"] = env_from
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # retries are new pods, counted by backoffLimit
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNNER_UID,
-            "runAsGroup": RUNNER_UID,
-            "fsGroup": RUNNER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _merged(
+            {
+                "runAsNonRoot": True,
+                "runAsUser": RUNNER_UID,
+                "runAsGroup": RUNNER_UID,
+                "fsGroup": RUNNER_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            pool.pod_security_context,
+        ),
         "containers": [container],
         "volumes": volumes,
     }
+    service_account = spec.service_account_name or pool.service_account_name
+    if service_account:
+        # Its cloud identity (IRSA, Workload Identity) reaches the buckets. The API token
+        # stays unmounted: IRSA's webhook projects its own token volume.
+        pod_spec["serviceAccountName"] = service_account
+    if pool.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in pool.image_pull_secrets]
     if pool.node_selector:
         pod_spec["nodeSelector"] = dict(pool.node_selector)
     if pool.tolerations:

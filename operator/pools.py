@@ -24,6 +24,13 @@ class UnknownPool(PoolError):
     reason = "UnknownNodePool"
 
 
+class LocalUriInCluster(PoolError):
+    """A file:// or relative URI on a pool without workingDir: the runner pod has no such
+    files, so the job would fail only at publish time, after the whole compression ran."""
+
+    reason = "LocalUriInCluster"
+
+
 class PoolLacksDevice(PoolError):
     """The recipe needs a device the chosen pool does not provide (fp16 on a CPU-only pool),
     or no pool is mapped for that device class."""
@@ -49,6 +56,7 @@ def select_node_pool(spec: CompressionJobSpec, config: OperatorConfig) -> tuple[
                 f"spec.nodePool: {_needs(spec)} needs a GPU; pool {name!r} has none; "
                 f"{_gpu_advice(config)}"
             )
+        check_cluster_uris(spec, name, pool)
         return name, pool
     name_or_none = config.pool_for(device)
     if name_or_none is None:
@@ -57,7 +65,24 @@ def select_node_pool(spec: CompressionJobSpec, config: OperatorConfig) -> tuple[
             f"configuration maps no pool to {device.value} (devicePools); "
             f"{_gpu_advice(config)}"
         )
+    check_cluster_uris(spec, name_or_none, config.pools[name_or_none])
     return name_or_none, config.pools[name_or_none]
+
+
+def check_cluster_uris(spec: CompressionJobSpec, pool_name: str, pool: PoolConfig) -> None:
+    """LocalUriInCluster for the first file:// or relative URI of `spec`, unless `pool` sets
+    workingDir (a local cluster whose runners see this machine's files)."""
+    if pool.working_dir:
+        return
+    for field, uri, written in spec.uris():
+        if "://" in uri and not uri.startswith("file://"):
+            continue
+        where = "write the output" if written else "put it"
+        raise LocalUriInCluster(
+            f"{field}: {uri!r} is a file on this machine, which runner pods of pool "
+            f"{pool_name!r} cannot see; {where} in object storage (s3://bucket/key) or a "
+            "PersistentVolumeClaim (pvc://claim/path)"
+        )
 
 
 def _needs(spec: CompressionJobSpec) -> str:

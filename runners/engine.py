@@ -77,7 +77,8 @@ def run_job(
         raise BadInput("spec.output.uri: https:// is read only; use a path, pvc:// or s3://")
     storage.is_local(target)  # refuses unknown schemes before any work
     run = _Run(progress)
-    with tempfile.TemporaryDirectory(prefix="kondense-") as scratch:
+    cap = spec.storage.max_download_bytes if spec.storage is not None else None
+    with tempfile.TemporaryDirectory(prefix="kondense-") as scratch, storage.download_cap(cap):
         work = Path(scratch)
         progress("fetch model", 0, None)
         original = _load_model(spec, work)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,11 @@ def _iter_local(
 def _iter_npz(
     path: Path, samples: int, input_names: Sequence[str], batch_size: int
 ) -> Iterator[Batch]:
+    from kondense.runners.io import storage
+    from kondense.runners.io.archives import check_zip_members
+
+    if zipfile.is_zipfile(path):
+        check_zip_members(path, storage.fetch_policy().max_bytes, None)
     try:
         # allow_pickle=False: an object array in a data file must not run code either.
         archive = np.load(path, allow_pickle=False)

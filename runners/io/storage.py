@@ -2,15 +2,20 @@
 
 Schemes: plain paths and file:// (local), pvc://claim/path (a claim the operator mounted under
 KONDENSE_PVC_ROOT, default /mnt/pvc), s3://bucket/key (s3fs; endpoint from AWS_ENDPOINT_URL or
-KONDENSE_S3_ENDPOINT), https:// (read only). Everything goes through fsspec.
+KONDENSE_S3_ENDPOINT), https:// (read only). s3:// goes through fsspec (s3fs); https:// through
+runners/io/fetch.py, which checks every address and redirect and caps the size. Every fetch, local
+ones too, is refused past the download cap (a sparse 10 GB "model" never reaches a loader).
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,6 +23,25 @@ from urllib.parse import urlparse
 from kondense.api.errors import BadInput, KondenseError, StorageUnavailable
 from kondense.api.outcome import Artifact
 from kondense.api.spec import DEFAULT_PVC_ROOT
+from kondense.runners.io.fetch import FetchPolicy, check_url, download
+
+# spec.storage.maxDownloadBytes of the job being run (None: the pool's cap from the env).
+_SPEC_CAP: contextvars.ContextVar[int | None] = contextvars.ContextVar("spec_cap", default=None)
+
+
+@contextmanager
+def download_cap(max_bytes: int | None) -> Iterator[None]:
+    """Within the block, fetches are capped at `max_bytes` (spec.storage.maxDownloadBytes)."""
+    token = _SPEC_CAP.set(max_bytes)
+    try:
+        yield
+    finally:
+        _SPEC_CAP.reset(token)
+
+
+def fetch_policy() -> FetchPolicy:
+    return FetchPolicy.from_env(_SPEC_CAP.get())
+
 
 REPORT_NAME = "report.json"
 _REMOTE_SCHEMES = {"s3", "https", "http"}
@@ -75,6 +99,9 @@ def filesystem(uri: str) -> tuple[Any, str]:
     if kind == "s3":
         endpoint = os.environ.get("KONDENSE_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
         options: dict[str, Any] = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+        if endpoint and scheme(endpoint) in {"http", "https"}:
+            # The endpoint may come from a job's own Secret: never a metadata address.
+            check_url(endpoint, FetchPolicy(allow_http=True, allow_private=True))
         fs = fsspec.filesystem("s3", **options)
         return fs, uri.split("://", 1)[1].rstrip("/")
     if kind in {"https", "http"}:
@@ -89,24 +116,48 @@ def fetch(uri: str, dest: Path) -> Path:
     downloaded into `dest` (a directory, created if needed) under their own base name.
     Raises BadInput when nothing is there.
     """
+    policy = fetch_policy()
     if is_local(uri):
         path = local_path(uri)
         if not path.exists():
             raise BadInput(f"{uri}: no such file or directory")
+        _check_size(uri, _local_size(path), policy)
         return path
-    fs, remote = filesystem(uri)
     name = Path(urlparse(uri).path).name or "download"
     target = dest / name
     dest.mkdir(parents=True, exist_ok=True)
+    if scheme(uri) in {"https", "http"}:
+        return download(uri, target, policy)
+    fs, remote = filesystem(uri)
     try:
         # info(), not exists(): exists() answers False for a 503 or a refused connection too.
         if fs.info(remote).get("type") == "directory":
+            _check_size(uri, int(fs.du(remote.rstrip("/") + "/")), policy)
             fs.get(remote.rstrip("/") + "/", str(target), recursive=True)
         else:
+            _check_size(uri, int(fs.info(remote).get("size") or 0), policy)
             fs.get(remote, str(target))
+    except KondenseError:
+        raise
     except Exception as error:
         raise storage_error(uri, error) from error
     return target
+
+
+def _local_size(path: Path) -> int:
+    """Bytes of the file, or of every file in the folder, as their sizes say (sparse or not)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _check_size(uri: str, size: int, policy: FetchPolicy) -> None:
+    if size > policy.max_bytes:
+        raise BadInput(
+            f"{uri}: {size} bytes, over the download cap of {policy.max_bytes}; raise "
+            "spec.storage.maxDownloadBytes or the pool's maxDownloadBytes",
+            field="spec.storage.maxDownloadBytes",
+        )
 
 
 _NOT_FOUND_STATUS = frozenset({404, 410})

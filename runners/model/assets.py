@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kondense.api.errors import BadInput
 from kondense.api.spec import ModelFormat
 
 if TYPE_CHECKING:
@@ -35,14 +36,36 @@ HF_ASSET_DIRS = ("1_Pooling", "2_Normalize")
 
 
 def copy_hf_assets(source: Path, target: Path) -> None:
-    """Copy the tokenizer/config files and folders a consumer needs from `source` to `target`."""
+    """Copy the tokenizer/config files and folders a consumer needs from `source` to `target`.
+
+    BadInput for a file or folder that is, or lies behind, a symlink leaving `source`: a link
+    to /proc/self/environ would otherwise publish the runner's environment."""
     target.mkdir(parents=True, exist_ok=True)
+    root = source.resolve()
     for name in HF_ASSET_FILES:
         if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
+            shutil.copyfile(confined(root, source / name), target / name)
     for name in HF_ASSET_DIRS:
         if (source / name).is_dir():
-            shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+            folder = confined(root, source / name)
+            (target / name).mkdir(parents=True, exist_ok=True)
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    relative = path.relative_to(folder)
+                    (target / name / relative).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(confined(root, path), target / name / relative)
+
+
+def confined(root: Path, path: Path) -> Path:
+    """`path` resolved, when it stays inside the folder `root` (resolved); BadInput if not."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root):
+        raise BadInput(
+            f"{path.name} in the model folder is a symlink to {resolved}, outside the folder; "
+            "copy the file into the folder instead",
+            field="spec.model.uri",
+        )
+    return resolved
 
 
 def copy_assets(target: Path, *models: Model) -> Path | None:

@@ -35,6 +35,10 @@ def detect_format(path: Path) -> ModelFormat:
     if path.is_dir():
         return _detect_directory(path)
     if zipfile.is_zipfile(path):
+        from kondense.runners.io import storage
+        from kondense.runners.io.archives import check_zip_members
+
+        check_zip_members(path, storage.fetch_policy().max_bytes, FIELD)
         return _detect_archive(path)
     # Before the pickle check: a safetensors header length can start with the byte 0x80 too.
     if _is_safetensors(path):

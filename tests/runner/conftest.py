@@ -35,3 +35,13 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     fsspec.filesystem("s3").clear_instance_cache()
     return s3_endpoint
+
+
+@pytest.fixture
+def loopback_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads from the tests' plain-http servers on 127.0.0.1: the policy of a pool with
+    allowHttp and allowPrivateNetworks (link-local addresses stay refused)."""
+    from kondense.api.errors import ALLOW_HTTP_ENV, ALLOW_PRIVATE_ENV
+
+    monkeypatch.setenv(ALLOW_HTTP_ENV, "1")
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")

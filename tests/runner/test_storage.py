@@ -11,6 +11,9 @@ import pytest
 from kondense.api.errors import BadInput
 from kondense.runners.io import storage
 
+# Their servers are plain http on 127.0.0.1, which only such a pool may fetch from.
+pytestmark = pytest.mark.usefixtures("loopback_storage")
+
 
 def make_output(folder: Path, report: bool = True) -> Path:
     folder.mkdir(parents=True)

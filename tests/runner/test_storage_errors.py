@@ -16,6 +16,9 @@ import pytest
 from kondense.api.errors import EXIT_BAD_INPUT, BadInput, StorageUnavailable
 from kondense.runners.io import storage
 
+# Their servers are plain http on 127.0.0.1, which only such a pool may fetch from.
+pytestmark = pytest.mark.usefixtures("loopback_storage")
+
 
 class _Answers(http.server.BaseHTTPRequestHandler):
     """GET/HEAD /<status>/<name> answers <status>."""

@@ -4,6 +4,7 @@ weights: a pruned sentence-transformers model still normalizes and tokenizes lik
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from fixtures.training import job_spec, step_context
@@ -18,7 +19,12 @@ def _sentence_transformers_dir(minilm_dir: Path, folder: Path) -> Path:
     packaged copy drops, and the added-tokens and preprocessor files other models carry."""
     folder.mkdir()
     for item in minilm_dir.iterdir():
-        (folder / item.name).symlink_to(item)
+        if item.suffix == ".safetensors":  # read, never copied: a link saves 90 MB
+            (folder / item.name).symlink_to(item)
+        elif item.is_dir():
+            shutil.copytree(item, folder / item.name)
+        else:  # copied files may not link out of the folder (a link to /proc/self/environ)
+            shutil.copyfile(item, folder / item.name)
     (folder / "2_Normalize").mkdir()
     (folder / "added_tokens.json").write_text("{}\n")
     (folder / "preprocessor_config.json").write_text("{}\n")

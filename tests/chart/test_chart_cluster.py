@@ -113,6 +113,7 @@ DRY_RUN_COMBINATIONS = {
     "servicemonitor": ["servicemonitor"],
     "custom-pools": ["custom-pools"],
     "all-together": ["namespaced", "servicemonitor", "custom-pools"],
+    "locked-down": ["locked-down"],
 }
 
 
@@ -139,7 +140,11 @@ def test_rendered_chart_passes_server_side_dry_run(
         create_namespace(ns, RESTRICTED)
     try:
         # The namespaced values name team-a/team-b; point them at namespaces that exist.
-        extra = {"watchNamespaces": [team_a, team_b]} if "namespaced" in files else {}
+        extra: dict[str, Any] = {}
+        if "namespaced" in files:
+            extra["watchNamespaces"] = [team_a, team_b]
+        if "locked-down" in files:  # its runner NetworkPolicy goes to team-a and team-b
+            extra["runnerNetworkPolicy"] = {"namespaces": [team_a, team_b]}
         rendered = helm(
             helm_bin,
             "template",
@@ -154,6 +159,8 @@ def test_rendered_chart_passes_server_side_dry_run(
         assert "deployment.apps" in kinds
         if "servicemonitor" in files:
             assert "servicemonitor.monitoring.coreos.com" in kinds
+        if "locked-down" in files:
+            assert "networkpolicy.networking.k8s.io" in kinds
     finally:
         for ns in (release_ns, team_a, team_b):
             kubectl("delete", "namespace", ns, "--wait=false")
@@ -182,6 +189,9 @@ def release_values(jobs_ns: str) -> dict[str, Any]:
         # The operator belongs on a CPU node (the node agent runs it as a local process).
         "nodeSelector": {"kondense.dev/pool": "cpu"},
         "operator": {"logLevel": "debug"},
+        # Runner pods are local processes reading file:// models under build/: only a pool
+        # with workingDir runs jobs with file:// URIs (others are refused, LocalUriInCluster).
+        "pools": {"cpu": {"workingDir": str(REPO / "build" / "chart-tests")}},
     }
 
 
@@ -444,6 +454,7 @@ def test_upgrade_with_new_pool_values_moves_the_next_job(helm_bin: Path, release
         **release.values,
         "pools": {
             "cpu": {
+                **release.values["pools"]["cpu"],
                 "nodeSelector": {"kondense.dev/pool": "gpu"},
                 "tolerations": [
                     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}

@@ -15,6 +15,7 @@ COMBINATIONS = {
     "servicemonitor": ["servicemonitor"],
     "custom-pools": ["custom-pools"],
     "all-together": ["namespaced", "servicemonitor", "custom-pools"],
+    "locked-down": ["locked-down"],
 }
 
 

@@ -693,12 +693,13 @@ UNSUPPORTED_SCHEME = (
     "unsupported URI scheme; use s3://bucket/key, pvc://claim/path, https://, file:// or a path"
 )
 # A '..' segment after a scheme: file:///../../etc is /etc, not a folder below anything.
-DOT_SEGMENT_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://(.*/)?\.\.(/|$)"
+DOT_SEGMENT_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://(.*/)?[.][.](/|$)"
 DOT_SEGMENT = "a URI may not contain '..' segments; write the path it means"
+# No backslashes in these patterns: the CRD's CEL rules quote them as they are.
 # Cloud metadata and other link-local hosts, as literals (the runner also checks every address
 # a host name resolves to, and every redirect).
 LINK_LOCAL_PATTERN = (
-    r"^[A-Za-z]+://(169\.254\.|\[?fe80:|\[?fd00:ec2::254|metadata\.google\.internal)"
+    r"^[A-Za-z]+://(169[.]254[.]|.?fe80:|.?fd00:ec2::254|metadata[.]google[.]internal)"
 )
 LINK_LOCAL = "link-local and cloud metadata addresses are never fetched"
 # Output URIs artifacts can be written to: these prefixes, or a path with no scheme at all.

@@ -30,7 +30,7 @@ from kondense.runners.io import storage
 from kondense.runners.measure.gates import evaluation_note, fp16_cpu_verdict, gate_problems
 from kondense.runners.measure.side_by_side import check_data, measure_pair, model_files
 from kondense.runners.model import MODEL_FILE
-from kondense.runners.model.assets import copy_assets, hf_assets_dir
+from kondense.runners.model.assets import check_hf_assets, copy_assets, hf_assets_dir
 from kondense.runners.model_card import CARD_NAME, base_model, model_card
 from kondense.runners.plan import Plan, make_plan, resolve_uris
 from kondense.runners.steps import RUNS
@@ -118,7 +118,13 @@ def run_job(
 def _load_model(spec: CompressionJobSpec, work: Path) -> Model:
     from kondense.runners.model import architecture, formats, onnx_files
 
-    path, detected = formats.locate_model(storage.fetch(spec.model.uri, work / "input"))
+    try:
+        fetched = storage.fetch(spec.model.uri, work / "input")
+    except BadInput as error:
+        if error.field is not None:
+            raise
+        raise BadInput(str(error), field="spec.model.uri") from error
+    path, detected = formats.locate_model(fetched)
     declared = spec.model.format
     if declared is not None and declared != detected:
         raise BadInput(
@@ -128,6 +134,8 @@ def _load_model(spec: CompressionJobSpec, work: Path) -> Model:
         )
     if detected == ModelFormat.onnx:
         onnx_files.check_onnx(path)
+    if detected == ModelFormat.huggingface:
+        check_hf_assets(path)  # a tokenizer.json linking to /proc/self/environ: refused now
     assets = path if detected == ModelFormat.huggingface else None
     module = architecture.source_module(path, detected, spec.model)  # safetensors: built here
     return Model(path=path, format=detected, module=module, assets=assets)

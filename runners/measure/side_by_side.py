@@ -69,18 +69,27 @@ def check_data(spec: CompressionJobSpec, signatures: list[Any], tokenizer_dir: P
     from kondense.runners.io import data
 
     names = [s.name for s in signatures]
-    for source in (spec.data.evaluation, spec.data.calibration):
+    for field, source in (
+        ("evaluation", spec.data.evaluation),
+        ("calibration", spec.data.calibration),
+    ):
         if source is None:
             continue
         first = source.model_copy(update={"samples": 1})
-        for batch in data.iter_batches(
-            first,
-            input_names=names,
-            tokenizer_dir=tokenizer_dir,
-            batch_size=1,
-            sequence_length=spec.evaluation.sequence_length,
-        ):
-            data.check_batch_fits(batch, signatures, Path(source.uri).name)
+        try:
+            for batch in data.iter_batches(
+                first,
+                input_names=names,
+                tokenizer_dir=tokenizer_dir,
+                batch_size=1,
+                sequence_length=spec.evaluation.sequence_length,
+            ):
+                data.check_batch_fits(batch, signatures, Path(source.uri).name)
+        except BadInput as error:
+            if error.field is not None:
+                raise
+            # The message names the file; the field says which of the job's data it is.
+            raise BadInput(str(error), field=f"spec.data.{field}.uri") from error
 
 
 def _benchmark_signatures(spec: CompressionJobSpec, signatures: list[Any]) -> list[Any]:

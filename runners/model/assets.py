@@ -56,6 +56,20 @@ def copy_hf_assets(source: Path, target: Path) -> None:
                     shutil.copyfile(confined(root, path), target / name / relative)
 
 
+def check_hf_assets(source: Path) -> None:
+    """BadInput when a tokenizer/config file or folder of the model folder `source` links out
+    of it: checked when the model is loaded, long before the files are copied to the output."""
+    root = source.resolve()
+    for name in HF_ASSET_FILES:
+        if (source / name).exists():
+            confined(root, source / name)
+    for name in HF_ASSET_DIRS:
+        if (source / name).is_dir():
+            folder = confined(root, source / name)
+            for path in folder.rglob("*"):
+                confined(root, path)
+
+
 def confined(root: Path, path: Path) -> Path:
     """`path` resolved, when it stays inside the folder `root` (resolved); BadInput if not."""
     resolved = path.resolve()

@@ -14,6 +14,10 @@ the strict defaults apply:
 - At most KONDENSE_MAX_DOWNLOAD_BYTES per download (spec.storage.maxDownloadBytes overrides
   the pool's cap), each request with a KONDENSE_DOWNLOAD_TIMEOUT seconds timeout; a refused
   connection, a timeout, 429 and 5xx answers are retried RETRIES times with backoff.
+
+The connection resolves the name again after the check: a resolver that answers differently
+the second time (DNS rebinding) is out of reach of this check; the chart's opt-in runner
+NetworkPolicy is the network-level backstop.
 """
 
 from __future__ import annotations

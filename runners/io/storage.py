@@ -102,6 +102,13 @@ def filesystem(uri: str) -> tuple[Any, str]:
         if endpoint and scheme(endpoint) in {"http", "https"}:
             # The endpoint may come from a job's own Secret: never a metadata address.
             check_url(endpoint, FetchPolicy(allow_http=True, allow_private=True))
+        timeout = fetch_policy().timeout
+        # botocore's own retries (standard mode: backoff with jitter) for throttling and 5xx.
+        options["config_kwargs"] = {
+            "connect_timeout": min(timeout, 60),
+            "read_timeout": timeout,
+            "retries": {"max_attempts": 3, "mode": "standard"},
+        }
         fs = fsspec.filesystem("s3", **options)
         return fs, uri.split("://", 1)[1].rstrip("/")
     if kind in {"https", "http"}:

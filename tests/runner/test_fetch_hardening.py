@@ -262,3 +262,22 @@ def test_a_model_archive_with_too_many_members_is_refused(tmp_path: Path) -> Non
             zf.writestr(f"m/{index}", b"")
     with pytest.raises(BadInput, match=r"archive members"):
         detect_format(archive)
+
+
+def test_s3_requests_have_the_pools_timeout_and_retries(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DOWNLOAD_TIMEOUT_ENV, "7")
+    fs, _ = storage.filesystem("s3://kondense/model.onnx")
+    assert fs.config_kwargs["read_timeout"] == 7
+    assert fs.config_kwargs["retries"] == {"max_attempts": 3, "mode": "standard"}
+
+
+def test_an_s3_endpoint_at_the_metadata_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The endpoint may come from a job's own Secret (AWS_ENDPOINT_URL)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://169.254.169.254")
+    monkeypatch.delenv("KONDENSE_S3_ENDPOINT", raising=False)
+    with pytest.raises(BadInput, match=r"169\.254\.169\.254.*link-local"):
+        storage.filesystem("s3://kondense/model.onnx")

@@ -15,6 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 -include tests/cluster/cluster.mk
 -include bench/bench.mk
 -include bench/operator.mk
+-include bench/chaos.mk
 -include charts/chart.mk
 
 .PHONY: help venv demo demo-digits test test-unit lint fmt typecheck crd clean

@@ -40,6 +40,9 @@ WATCH_CLIENT_TIMEOUT_S = 150
 WATCH_CONNECT_TIMEOUT_S = 10
 # Failed reconciles are retried this often; every job in flight is revisited 6x as rarely.
 RESYNC_INTERVAL_S = 10.0
+# Threads reconciling queued jobs: each mostly waits on the apiserver. With 100 jobs applied at
+# once, 16 (and the handlers blocking on per-job locks) put apply -> Job p99 at 7.8 s.
+RECONCILE_WORKERS = 16
 CHILDREN_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
@@ -88,7 +91,11 @@ def api_client() -> Any:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    # One connection per thread that calls (workers, resync, leader election): a full pool
+    # discards connections and the next call pays a new TLS handshake.
+    configuration.connection_pool_maxsize = RECONCILE_WORKERS + 4
+    return client.ApiClient(configuration)
 
 
 @kopf.on.startup()
@@ -110,9 +117,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix="kondense.dev", key="last-handled-configuration"
     )
     settings.persistence.finalizer = "kondense.dev/finalizer"
-    # Handlers are sync and mostly wait on the apiserver: more threads than cores pay off when
-    # many jobs are applied at once.
-    settings.execution.max_workers = 16
+    # Handlers only queue work for the Reconciler's workers: a few threads serve them.
+    settings.execution.max_workers = 4
     # The operator posts its own Events per transition; kopf's per-handler ones are noise.
     settings.posting.enabled = False
 
@@ -198,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(
         target=reconciler.resync_forever, args=(RESYNC_INTERVAL_S, stop), daemon=True
     ).start()
+    for _ in range(RECONCILE_WORKERS):
+        threading.Thread(target=reconciler.work_forever, args=(stop,), daemon=True).start()
     settings = kopf.OperatorSettings()
     # Watching listed namespaces, the operator gets Roles in those namespaces only (the Helm
     # chart's rbac.scope=namespaced): kopf must not list namespaces and CRDs cluster-wide, or it

@@ -48,7 +48,7 @@ def test_handlers_take_the_reconciler_from_kopfs_memo() -> None:
         def __init__(self) -> None:  # no ApiClient needed to record calls
             pass
 
-        def reconcile_named(self, namespace: str, name: str) -> None:
+        def enqueue(self, namespace: str, name: str, new: bool = False) -> None:
             calls.append((namespace, name))
 
     body = kopf.Body({"metadata": {"namespace": "ns", "name": "m"}})

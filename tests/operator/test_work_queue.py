@@ -1,0 +1,69 @@
+"""The Reconciler's work queue: however many events ask, a job waits once; jobs without status
+(their runner Job still to create) go first; a job is never reconciled by two workers at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from kubernetes import client
+
+from kondense.operator.config import OperatorConfig
+from kondense.operator.reconcile import Reconciler
+
+
+class Recording(Reconciler):
+    def __init__(self) -> None:
+        super().__init__(client.ApiClient(), OperatorConfig.model_construct(pools={}))
+        self.calls: list[str] = []
+        self.running: set[str] = set()
+        self.overlaps = 0
+
+    def reconcile_named(self, namespace: str, name: str) -> None:
+        if name in self.running:
+            self.overlaps += 1
+        self.running.add(name)
+        self.calls.append(name)
+        time.sleep(0.05)
+        self.running.discard(name)
+
+
+def drain(reconciler: Recording, workers: int) -> None:
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=reconciler.work_forever, args=(stop,)) for _ in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (reconciler._new or reconciler._known):
+        time.sleep(0.01)
+    time.sleep(0.2)
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+
+def test_new_jobs_go_first_and_repeated_requests_wait_once() -> None:
+    reconciler = Recording()
+    for _ in range(3):
+        reconciler.enqueue("ns", "running-a")
+        reconciler.enqueue("ns", "running-b")
+    reconciler.enqueue("ns", "new-c", new=True)
+    drain(reconciler, workers=1)
+    assert reconciler.calls == ["new-c", "running-a", "running-b"]
+
+
+def test_a_job_is_never_reconciled_by_two_workers_at_once() -> None:
+    reconciler = Recording()
+    for _ in range(20):
+        reconciler.enqueue("ns", "same")
+        time.sleep(0.01)
+    worker = threading.Thread(target=drain, args=(reconciler, 4))
+    worker.start()
+    for _ in range(20):
+        reconciler.enqueue("ns", "same")
+        time.sleep(0.01)
+    worker.join()
+    assert reconciler.overlaps == 0
+    assert 2 <= len(reconciler.calls) <= 21

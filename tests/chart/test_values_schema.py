@@ -10,8 +10,8 @@ from fixtures.helm import template_error
 
 
 def test_misspelled_top_level_key_is_refused(helm_bin: Path, tmp_path: Path) -> None:
-    err = template_error(helm_bin, tmp_path, {"replicaCount": 2})
-    assert "additional properties 'replicaCount' not allowed" in err
+    err = template_error(helm_bin, tmp_path, {"replicas": 2})
+    assert "additional properties 'replicas' not allowed" in err
 
 
 def test_misspelled_pool_key_is_refused_naming_the_pool(helm_bin: Path, tmp_path: Path) -> None:

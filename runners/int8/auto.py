@@ -280,7 +280,9 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
 
     Notes (ctx.report): quantizePreparation, autoData, autoDecisions (per candidate: method,
     float and INT8 p50, speedup, reason), autoFloat, autoTuneAgreement (the result against
-    the prepared float model on the calibration batches), autoSpeedup, quantization.
+    the prepared float model on the calibration batches), autoSpeedup, quantization, and
+    for the operator types kept in dynamic INT8 the notes `mode: dynamic` writes (cpuInt8,
+    int8Variant, int8Reason, int8OpErrors, keptFloat): the same CPU-suited variant.
     Raises ResultRejected with the measured figures when nothing is faster in INT8 at
     MIN_AGREEMENT.
     """
@@ -372,7 +374,9 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
         )
 
     ctx.progress("quantize auto: combining the operator types kept in INT8", 2, 4)
-    combined = _build(float_path, work / "combined.onnx", kept, batches, config, large)
+    combined = _build(
+        float_path, work / "combined.onnx", kept, batches, config, large, (ctx, model.assets)
+    )
     final = onnx.load_model(str(combined), load_external_data=True)
     prepare.restore_input_dims(final, original_dims)
     target = onnx_files.save_onnx(final, ctx.workdir / MODEL_FILE, external=large)
@@ -527,9 +531,16 @@ def _build(
     batches: list[Batch],
     config: QuantizeConfig,
     large: bool,
+    tuned: tuple[StepContext, Path | None] | None = None,
 ) -> Path:
-    """`source` with the `chosen` candidates in INT8 (static first, then dynamic)."""
-    from kondense.runners.steps.quantize import quantize_dynamic_int8
+    """`source` with the `chosen` candidates in INT8 (static first, then dynamic).
+
+    With `tuned` (the step's context and the model's assets), the dynamic part is the one
+    `mode: dynamic` makes: the variant suited to this CPU, its most sensitive ops kept float
+    (quantize_dynamic_for_cpu, whose notes join the step's); without, the default variant,
+    which is enough to time an operator type.
+    """
+    from kondense.runners.steps.quantize import quantize_dynamic_for_cpu, quantize_dynamic_int8
 
     current = source
     static = [c for c in chosen if c.method == "static"]
@@ -552,9 +563,12 @@ def _build(
     graph = onnx.load_model(str(copy), load_external_data=False).graph
     others = [n.name for n in graph.node if n.name not in chosen_nodes]
     excluded = [*(config.exclude_nodes or []), *others]
-    quantize_dynamic_int8(
-        copy, target, config.model_copy(update={"exclude_nodes": excluded}), large=large
-    )
+    only_chosen = config.model_copy(update={"exclude_nodes": excluded})
+    if tuned is None:
+        quantize_dynamic_int8(copy, target, only_chosen, large=large)
+    else:
+        ctx, assets = tuned
+        quantize_dynamic_for_cpu(copy, target, only_chosen, ctx, assets=assets, large=large)
     return target
 
 

@@ -267,6 +267,8 @@ def test_auto_uses_dynamic_int8_for_transformer_style_matmuls(
     assert _ops(result.path)["MatMulInteger"] == 2
     assert reports["quantization"] == "auto (MatMul dynamic)"
     assert reports["autoDecisions"][0]["method"] == "dynamic"
+    # The MatMuls kept in INT8 get what mode: dynamic gives them: the CPU's variant, measured.
+    assert reports["cpuInt8"] and reports["int8Variant"] and "keptFloat" in reports
 
 
 def test_auto_refuses_with_the_measured_reason_when_nothing_is_faster(

@@ -70,6 +70,8 @@ PRESERVE = sorted(
 )
 LEASE_SECONDS = 40
 HEARTBEAT_S = 10
+# A pod's status report is retried this long (about 5 minutes) while the apiserver is away.
+REPORT_RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15, 30, 30, 30, 30, 30, 30, 30, 30, 30)
 KUBELET_VERSION = "v1.34.4"
 STORAGE_CLASS = "standard"  # the default class; its claims get a directory under .cluster/
 PROVISIONER = "kondense.dev/local-dir"
@@ -684,7 +686,17 @@ class PodWorker(threading.Thread):
 
     def report(self) -> None:
         # One report at a time, each computed from the state at send time: the last wins.
+        # Retried while the apiserver is away (a restart), as a kubelet does: a lost report
+        # of a finished pod would leave it Running for good.
         with self.report_lock:
+            for delay in REPORT_RETRY_DELAYS_S:
+                try:
+                    self._report()
+                    return
+                except (OSError, ApiError) as exc:
+                    log.warning("status of %s/%s, again in %s s: %s", self.ns, self.pod_name,
+                                delay, exc)  # fmt: skip
+                    time.sleep(delay)
             self._report()
 
     def _report(self) -> None:
@@ -724,6 +736,8 @@ class PodWorker(threading.Thread):
                 "application/strategic-merge-patch+json",
             )
         except ApiError as exc:
+            if exc.status >= 500 or exc.status == 429:
+                raise  # the apiserver is starting or shedding load: report() tries again
             if exc.status != 404:
                 log.warning("status of %s/%s: %s", self.ns, self.pod_name, exc)
 

@@ -723,9 +723,18 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=Plan.kills)
     parser.add_argument("--period", type=float, default=Plan.period_s)
     parser.add_argument("--seed", type=int, default=Plan.seed)
+    parser.add_argument(
+        "--timeout", type=float, default=Plan.timeout_s, help="seconds for every job to finish"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    plan = Plan(jobs=args.jobs, kills=args.kills, period_s=args.period, seed=args.seed)
+    plan = Plan(
+        jobs=args.jobs,
+        kills=args.kills,
+        period_s=args.period,
+        seed=args.seed,
+        timeout_s=args.timeout,
+    )
     started = time.monotonic()
     figures = run(plan)
     report = {**figures.__dict__, "wall_s": round(time.monotonic() - started, 1)}

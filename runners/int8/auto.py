@@ -66,8 +66,11 @@ KEEP_MIN_SPEEDUP = 1.05
 # A candidate stays INT8 only when its outputs agree with float's this much on the
 # calibration batches (top-1 for classifier logits, cosine otherwise): the #10 target.
 MIN_AGREEMENT = 0.99
-# A size-only candidate (embedding Gather) stays INT8 unless slower than this.
-SIZE_ONLY_MIN_SPEEDUP = 0.95
+# A size-only candidate (embedding Gather) stays INT8 unless clearly slower than this. A
+# gather reads rows either way, so its INT8 time is float's within timing noise (up to 12%
+# between two timings of one kernel on a loaded 2-core machine); a 0.95 bound dropped MiniLM's
+# word embeddings to float on noise alone, leaving it 1.5x smaller instead of 3.9x.
+SIZE_ONLY_MIN_SPEEDUP = 0.8
 # Timed runs per model (over all repeats) and untimed warm-up runs, batch 1.
 MEASURE_RUNS = 60
 MEASURE_REPEATS = 3

@@ -101,6 +101,12 @@ class TensorSpec(SpecModel):
 
 # 'package.module:function', as entry points name a callable.
 ARCHITECTURE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+# A network defined in code (models and distillation students alike): the callable's name,
+# and the keyword arguments it gets (any JSON, so the CRD keeps them unpruned).
+Architecture = Annotated[str, Field(max_length=256, pattern=ARCHITECTURE_PATTERN)]
+ArchitectureArgs = Annotated[
+    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+]
 
 
 class ModelSource(SpecModel):
@@ -120,20 +126,17 @@ class ModelSource(SpecModel):
         description="onnx, huggingface, torchscript, exported-program or safetensors; detected "
         "from the file when omitted.",
     )
-    architecture: str | None = Field(
+    architecture: Architecture | None = Field(
         default=None,
-        max_length=256,
-        pattern=ARCHITECTURE_PATTERN,
         description=(
             "safetensors models: the callable that builds the network, as "
             "'package.module:function', importable in the runner's environment. It returns "
             "the torch.nn.Module whose weights the safetensors file holds; nothing is unpickled."
         ),
     )
-    architecture_args: dict[str, Any] | None = Field(
+    architecture_args: ArchitectureArgs | None = Field(
         default=None,
         description="safetensors models: keyword arguments passed to the architecture callable.",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     task: Task = Field(
         default=Task.generic,
@@ -382,20 +385,16 @@ class StudentSource(SpecModel):
         description="A student model to train: a Hugging Face directory, or a .safetensors "
         "file with student.architecture. When omitted the student is derived from the teacher.",
     )
-    architecture: str | None = Field(
+    architecture: Architecture | None = Field(
         default=None,
-        max_length=256,
-        pattern=ARCHITECTURE_PATTERN,
         description=(
             "A student defined in code, as 'package.module:function' importable in the runner's "
             "environment. With student.uri, the network its .safetensors weights are loaded "
             "into; without, the student starts from the function's own initialisation."
         ),
     )
-    architecture_args: dict[str, Any] | None = Field(
-        default=None,
-        description="Keyword arguments passed to student.architecture.",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    architecture_args: ArchitectureArgs | None = Field(
+        default=None, description="Keyword arguments passed to student.architecture."
     )
     keep_every: int = Field(
         default=2,

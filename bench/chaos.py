@@ -49,6 +49,7 @@ from fixtures.operator_cluster import (  # noqa: E402
     VERSION,
     History,
     _status_problems,
+    apply_crd,
 )
 
 STATE_DIR = REPO / ".cluster"
@@ -311,19 +312,6 @@ def proxied_kubeconfig(port: int, path: Path) -> Path:
     path.write_text(json.dumps(config, indent=2))
     path.chmod(0o600)
     return path
-
-
-def apply_crd() -> None:
-    kubectl = [str(STATE_DIR / "bin" / "kubectl"), "--kubeconfig", str(KUBECONFIG)]
-    crd = str(REPO / "crds" / "compressionjob.yaml")
-    applied = subprocess.run([*kubectl, "apply", "-f", crd], capture_output=True, text=True)
-    if applied.returncode != 0:
-        served = subprocess.run(
-            [*kubectl, "get", f"crd/{PLURAL}.{GROUP}"], capture_output=True, text=True
-        )
-        if served.returncode != 0:
-            raise SystemExit(f"could not apply {crd}:\n{applied.stderr}")
-        print(f"warning: {crd} did not apply; using the CRD served", file=sys.stderr)
 
 
 def follow(history: History, api_client: Any) -> list[threading.Thread]:

@@ -29,7 +29,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 KUBECONFIG = REPO / ".cluster" / "kubeconfig"
-GROUP, VERSION, PLURAL = "kondense.dev", "v1alpha1", "compressionjobs"
+sys.path.insert(0, str(REPO / "tests"))
+
+from fixtures.operator_cluster import GROUP, PLURAL, VERSION, apply_crd  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -86,21 +88,6 @@ def start_operator(workdir: Path, namespace: str) -> subprocess.Popen[bytes]:
         except OSError:
             time.sleep(0.2)
     raise SystemExit("the operator did not become healthy; see " + str(workdir / "operator.log"))
-
-
-def apply_crd() -> None:
-    """The checked-in CRD; one already served is used as it is when the working tree's does not
-    apply (another change to it in progress)."""
-    kubectl = [str(REPO / ".cluster" / "bin" / "kubectl"), "--kubeconfig", str(KUBECONFIG)]
-    crd = str(REPO / "crds" / "compressionjob.yaml")
-    applied = subprocess.run([*kubectl, "apply", "-f", crd], capture_output=True, text=True)
-    if applied.returncode != 0:
-        served = subprocess.run(
-            [*kubectl, "get", f"crd/{PLURAL}.{GROUP}"], capture_output=True, text=True
-        )
-        if served.returncode != 0:
-            raise SystemExit(f"could not apply {crd}:\n{applied.stderr}")
-        print(f"warning: {crd} did not apply; using the CRD served", file=sys.stderr)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ k8s_version="$(sed -n 's/^\tk8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$here/go.mod
 build_rev=2
 pin="$( (cat "$here/go.mod" "$here/go.sum"; echo "$build_rev") | sha256sum | cut -c1-12)"
 bin="$cache_root/k8s-$k8s_version-$pin/bin"
-cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
+cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd)
 
 if [[ "${1:-}" == "--dir" ]]; then echo "$bin"; exit 0; fi
 if [[ -f "$bin/.complete" ]]; then echo "$bin"; exit 0; fi
@@ -47,6 +47,8 @@ CGO_ENABLED=0 "$go" build -buildvcs=false -trimpath -ldflags="$ldflags" -o "$bin
 	k8s.io/kubernetes/cmd/kube-controller-manager \
 	k8s.io/kubernetes/cmd/kube-scheduler \
 	k8s.io/kubernetes/cmd/kubectl \
+	k8s.io/kubernetes/cmd/kubelet \
+	k8s.io/kubernetes/cmd/kube-proxy \
 	go.etcd.io/etcd/server/v3 >&2
 mv "$bin/server" "$bin/etcd"
 for c in "${cmds[@]}"; do [[ -x "$bin/$c" ]] || { echo "error: $c was not built" >&2; exit 1; }; done

@@ -1,40 +1,7 @@
 #!/usr/bin/env bash
-# Builds the Toxiproxy server pinned by go.mod into a per-pin cache outside the repo (the same
-# convention as tests/cluster/build.sh) and prints the path of the binary.
+# Builds the Toxiproxy server pinned by go.mod (see ../gobuild.sh) and prints its path.
 #   tests/cluster/toxiproxy/build.sh          build if missing, print the binary's path
 #   tests/cluster/toxiproxy/build.sh --path   print the path only (no build)
-set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache_root="${KONDENSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kondense}"
-version="$(sed -n 's/^require github.com\/Shopify\/toxiproxy\/v2 \(v[0-9.]*\)$/\1/p' "$here/go.mod")"
-# Bump build_rev when the build command below changes in a way that changes the binary.
-build_rev=1
-pin="$( (cat "$here/go.mod" "$here/go.sum"; echo "$build_rev") | sha256sum | cut -c1-12)"
-dir="$cache_root/toxiproxy-$version-$pin"
-binary="$dir/toxiproxy-server"
-
-if [[ "${1:-}" == "--path" ]]; then echo "$binary"; exit 0; fi
-if [[ -f "$dir/.complete" ]]; then echo "$binary"; exit 0; fi
-
-go="${GO:-$(command -v go || true)}"
-[[ -z "$go" && -x /usr/local/go/bin/go ]] && go=/usr/local/go/bin/go
-if [[ -z "$go" ]]; then
-	echo "error: the chaos benchmark builds Toxiproxy $version from its Go module and needs" \
-		"the Go toolchain (>= 1.24) on PATH; install it from https://go.dev/dl/ and retry." >&2
-	exit 1
-fi
-
-mkdir -p "$dir"
-exec 9>"$cache_root/.toxiproxy-build.lock"
-flock 9 # two sessions starting together build once
-if [[ -f "$dir/.complete" ]]; then echo "$binary"; exit 0; fi
-
-echo "building Toxiproxy $version into $dir (first time: about a minute)" >&2
-start=$SECONDS
-cd "$here"
-CGO_ENABLED=0 GOFLAGS=-mod=mod "$go" build -buildvcs=false -trimpath -ldflags="-s -w" \
-	-o "$binary" github.com/Shopify/toxiproxy/v2/cmd/server >&2
-"$binary" -version >/dev/null
-echo "built in $((SECONDS - start))s" >&2
-touch "$dir/.complete"
-echo "$binary"
+exec "$here/../gobuild.sh" "$here" github.com/Shopify/toxiproxy/v2 \
+	github.com/Shopify/toxiproxy/v2/cmd/server "$@"

@@ -100,6 +100,8 @@ def observe_phase(
         job_reason = failed.get("reason") or "JobFailed"
         if isinstance(outcome, Outcome) and job_reason != "DeadlineExceeded":
             return Phase(FAILED, outcome.reason, outcome.message + _omitted_note(outcome)), outcome
+        if pod is not None and (oom := _oom_killed(pod)) is not None:
+            return Phase(FAILED, "OOMKilled", oom), None
         message = failed.get("message") or "the runner Job failed"
         if isinstance(outcome, str) and outcome:
             message = f"{message}; runner said: {outcome}"
@@ -112,6 +114,26 @@ def observe_phase(
     if latest is not None:
         return _pending(latest), None
     return Phase(PENDING, "JobCreated", "runner Job created, waiting for its pod"), None
+
+
+def _oom_killed(pod: dict[str, Any]) -> str | None:
+    """What to tell the user when the kernel killed the runner for its memory, else None."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if status.get("name") == CONTAINER and terminated.get("reason") == "OOMKilled":
+            break
+    else:
+        return None
+    containers = (pod.get("spec") or {}).get("containers") or []
+    runner = next((c for c in containers if c.get("name") == CONTAINER), {})
+    limit = ((runner.get("resources") or {}).get("limits") or {}).get("memory")
+    used = f"more memory than its limit ({limit})" if limit else "more memory than it was given"
+    name = (pod.get("metadata") or {}).get("name", "?")
+    return (
+        f"the runner pod {name} was OOMKilled: it used {used}. Raise spec.resources.memory "
+        "in the CompressionJob, or the node pool's resources.limits.memory in the operator's "
+        "config for every job of the pool."
+    )
 
 
 def _omitted_note(outcome: Outcome) -> str:

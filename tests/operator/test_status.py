@@ -149,6 +149,31 @@ def test_deadline_is_reported_as_such_even_with_a_runner_message() -> None:
     assert "kondense: exporting" in status["message"]
 
 
+def test_an_oom_killed_runner_fails_the_job_saying_which_limit_to_raise() -> None:
+    killed = pod("p1", "Failed")
+    killed["status"]["containerStatuses"][0]["state"] = {
+        "terminated": {"exitCode": 137, "reason": "OOMKilled"}
+    }
+    killed["spec"]["containers"] = [{"name": "runner", "resources": {"limits": {"memory": "1Gi"}}}]
+    status = status_of(
+        cj(), "cpu", job("Failed", "BackoffLimitExceeded", "too many"), [killed], NOW
+    )
+    assert status["phase"] == "Failed"
+    assert status["reason"] == "OOMKilled"
+    assert "limit (1Gi)" in status["message"]
+    assert "spec.resources.memory" in status["message"]
+    assert conditions(status)["Failed"] == ("True", "OOMKilled")
+
+
+def test_a_runner_killed_otherwise_keeps_the_jobs_reason() -> None:
+    killed = pod("p1", "Failed")
+    killed["status"]["containerStatuses"][0]["state"] = {"terminated": {"exitCode": 137}}
+    status = status_of(
+        cj(), "cpu", job("Failed", "BackoffLimitExceeded", "too many"), [killed], NOW
+    )
+    assert status["reason"] == "BackoffLimitExceeded"
+
+
 def test_retried_job_reports_the_latest_pod_and_the_attempt_count() -> None:
     pods = [pod("p1", "Failed", created="1"), pod("p2", "Running", created="2")]
     status = status_of(cj(), "cpu", job(), pods, NOW)

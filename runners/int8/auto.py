@@ -298,7 +298,8 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
     work.mkdir(parents=True, exist_ok=True)
     large = onnx_files.onnx_size_bytes(model.path) > onnx_files.EXTERNAL_DATA_THRESHOLD
     ctx.progress("quantize auto: preparing the graph", 0, 4)
-    graph = onnx.load_model(str(model.path), load_external_data=True)
+    # The weights stay in their file: every change here is to the graph.
+    graph = onnx.load_model(str(model.path), load_external_data=False)
     opset_before = prepare.default_opset(graph)
     graph = prepare.upgrade_opset(graph)
     folded = prepare.fold_constant_weights(graph)
@@ -314,9 +315,9 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
     if static and batches:
         fixed = {name: list(array.shape) for name, array in batches[0].inputs.items()}
         prepare.fix_input_dims(graph, fixed)
-    prepared = onnx_files.save_onnx(graph, work / "prepared.onnx", external=large)
+    prepared = onnx_files.save_beside_data(graph, model.path, work / "prepared.onnx")
     del graph
-    float_path, how = preprocess(prepared, work / "float.onnx", large=large)
+    float_path, how = preprocess(prepared, work / "float.onnx")
     gemm_as_matmul(float_path)
     ctx.report(
         "quantizePreparation",

@@ -183,13 +183,13 @@ def fold_conv_constant_weights(path: Path, *, large: bool) -> int:
 
     from kondense.runners.model import onnx_files
 
-    model = onnx.load_model(str(path), load_external_data=True)
-    constants = {n.output[0] for n in model.graph.node if n.op_type == "Constant" and n.output}
+    graph = onnx.load_model(str(path), load_external_data=False).graph
+    constants = {n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
     if not any(
-        n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in constants
-        for n in model.graph.node
+        n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in constants for n in graph.node
     ):
         return 0
+    model = onnx.load_model(str(path), load_external_data=True)
     folded = fold_constant_weights(model)
     onnx_files.save_onnx(model, path, external=large)
     return folded

@@ -136,21 +136,23 @@ def op_errors(
     from kondense.runners.model import onnx_files
 
     device = Device("cpu", CPU)
-    float_model = onnx.load_model(str(float_path), load_external_data=True)
+    # Graphs only: the two models written here read the weights from the sources' files.
+    float_model = onnx.load_model(str(float_path), load_external_data=False)
     types = _elem_types(float_model)
-    quantized = onnx.load_model(str(quantized_path), load_external_data=True)
+    quantized = onnx.load_model(str(quantized_path), load_external_data=False)
     produced = {o for n in quantized.graph.node for o in n.output} | {
         i.name for i in quantized.graph.input
     }
     ops = [op for op in ops if op.output in produced and set(op.activations) <= produced]
     if not ops:
         return {}
-    exposed_path = onnx_files.save_onnx(
+    exposed_path = onnx_files.save_beside_data(
         exposing(quantized, [t for op in ops for t in (*op.activations, op.output)], types),
+        quantized_path,
         workdir / "sensitivity-exposed.onnx",
     )
-    reference_path = onnx_files.save_onnx(
-        reference_model(float_model, ops), workdir / "sensitivity-reference.onnx"
+    reference_path = onnx_files.save_beside_data(
+        reference_model(float_model, ops), float_path, workdir / "sensitivity-reference.onnx"
     )
     del float_model, quantized
     exposed = open_session(exposed_path, threads=threads, device=device)

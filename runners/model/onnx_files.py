@@ -163,6 +163,33 @@ def external_data_files(path: Path) -> list[Path]:
     return sorted(files)
 
 
+def save_beside_data(model: onnx.ModelProto, source: Path, target: Path) -> Path:
+    """Save `model`, loaded from `source` without its external data, at `target` with that
+    data copied file to file beside it as `<target>.data`, `<target>.data.1`, ...: the
+    weights never pass through memory.
+
+    Copies, not hard links: ONNX refuses external data with several links (a "hardlink
+    attack"), and its writers append to an existing `<name>.data`. In the source's own folder
+    the model refers to the source's files as they are."""
+    import shutil
+
+    import onnx
+
+    renamed: dict[str, str] = {}
+    same_folder = target.parent.resolve() == source.parent.resolve()
+    for tensor in [] if same_folder else iter_tensors(model):
+        for entry in tensor.external_data:
+            if entry.key != "location":
+                continue
+            if entry.value not in renamed:
+                suffix = f".{len(renamed)}" if renamed else ""
+                renamed[entry.value] = f"{target.name}.data{suffix}"
+                shutil.copyfile(source.parent / entry.value, target.with_name(renamed[entry.value]))
+            entry.value = renamed[entry.value]
+    onnx.save_model(model, str(target))
+    return target
+
+
 def consolidate_external_data(path: Path) -> None:
     """Rewrite a model whose weights are spread over external files (torch's exporters write
     them) so they sit in one `<name>.data` file beside it, or inside the model when under

@@ -89,13 +89,23 @@ _LEVELS = {
 
 
 def ort_optimize(source: Path, target: Path, level: OptimizeLevel) -> Path:
-    """ONNX Runtime's offline optimization of `source` at `level`, saved at `target`."""
+    """ONNX Runtime's offline optimization of `source` at `level`, saved at `target`.
+
+    A model with external data (or over 1.8 GB) keeps its weights in `<target>.data`: left to
+    itself, ONNX Runtime would refer to the source's data file by its name, which is not
+    beside `target`. Weight pre-packing is off: this session only writes the graph, and
+    packed copies of every MatMul weight would double its memory.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
     options.optimized_model_filepath = str(target)
-    if onnx_files.onnx_size_bytes(source) > onnx_files.EXTERNAL_DATA_THRESHOLD:
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    if (
+        onnx_files.external_data_files(source)
+        or onnx_files.onnx_size_bytes(source) > onnx_files.EXTERNAL_DATA_THRESHOLD
+    ):
         options.add_session_config_entry(
             "session.optimized_model_external_initializers_file_name", target.name + ".data"
         )

@@ -16,6 +16,7 @@ ONNX Runtime pitfalls handled here rather than passed to the user:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kondense.api.errors import BadInput, KondenseError
+from kondense.api.errors import BadInput
 from kondense.api.spec import (
     CalibrationMethod,
     DataSource,
@@ -45,10 +46,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Static calibration reads this many samples at most, in chunks of CALIBRATION_CHUNK.
+# Static calibration reads this many samples at most, in chunks of CALIBRATION_CHUNK; ORT's
+# calibrator holds the activations of CALIBRATION_WINDOW chunks at most.
 CALIBRATION_MAX_SAMPLES = 1000
 CALIBRATION_MIN_SAMPLES = 100
 CALIBRATION_CHUNK = 16
+CALIBRATION_WINDOW = 4
 # Ops kept in float32 by fp16 besides ONNX Runtime's list of ops without fp16 kernels:
 # reductions/normalisations whose float16 range overflows on long sequences.
 FP16_EXTRA_BLOCKED = ("ReduceSum", "ReduceMean", "Pow", "Sqrt", "Erf", "Softmax")
@@ -93,7 +96,7 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
         return quantize_auto(model, config, ctx)
 
     ctx.progress("quantize: shape inference", 0, 2)
-    prepared, how = preprocess(model.path, ctx.workdir / "preprocessed.onnx", large=large)
+    prepared, how = preprocess(model.path, ctx.workdir / "preprocessed.onnx")
     ctx.report("quantizePreprocess", how)
     from kondense.runners.int8.prepare import fold_conv_constant_weights
 
@@ -125,7 +128,7 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
                 f"only {reader.samples_read} calibration samples; 100-1000 representative "
                 "samples give stable activation ranges",
             )
-    prepared.unlink(missing_ok=True)
+    _remove_onnx(prepared)
     ctx.report("quantization", config.mode.value)
     return model.with_(path=target)
 
@@ -133,40 +136,39 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
 # --- shared ----------------------------------------------------------------------------------
 
 
-def preprocess(source: Path, target: Path, *, large: bool) -> tuple[Path, str]:
-    """ORT's quantization pre-processing (optimization + shape inference), degrading gracefully.
+def preprocess(source: Path, target: Path) -> tuple[Path, str]:
+    """Shape inference before quantization, degrading gracefully: what ORT's
+    `quant_pre_process` does with its optimization skipped, on the graph alone. The weights
+    are not loaded: the source's external data is copied beside `target`, file to file.
 
-    Returns the model to quantize and which pre-processing ran.
+    Returns the model to quantize and which shape inference ran.
     """
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import onnx
+    from onnxruntime.quantization.quant_utils import add_pre_process_metadata
+
+    from kondense.runners.int8.shapes import infer_shapes
 
     # ORT's own optimization pass is skipped: it fuses MatMul+Add into Gemm (no dynamic INT8
     # kernel) and renames nodes, which would break excludeNodes; the optimize step and ONNX
     # Runtime at load time do that work instead.
+    model = onnx.load_model(str(source), load_external_data=False)
+    how = "none (shape inference failed; quantizing the model as it is)"
     attempts = (
-        ("symbolic and ONNX shape inference", {"skip_optimization": True}),
+        ("symbolic and ONNX shape inference", True),
         # Symbolic shape inference has no rules for some com.microsoft ops.
-        ("ONNX shape inference", {"skip_optimization": True, "skip_symbolic_shape": True}),
+        ("ONNX shape inference", False),
     )
-    for description, options in attempts:
+    for description, symbolic in attempts:
         try:
             with scratch_cwd(target.parent):
-                quant_pre_process(
-                    str(source.resolve()),
-                    str(target.resolve()),
-                    save_as_external_data=large,
-                    all_tensors_to_one_file=True,
-                    external_data_location=target.name + ".data" if large else None,
-                    **options,
-                )
-            return target, description
-        except Exception as error:  # each ORT pass raises its own types
-            log.info("quant_pre_process (%s) failed: %s", description, error)
-    import onnx
-
+                infer_shapes(model, symbolic=symbolic)
+            add_pre_process_metadata(model)
+            how = description
+            break
+        except Exception as error:  # each inference raises its own types
+            log.info("shape inference (%s) failed: %s", description, error)
     # A copy, so later in-place rewrites (Gemm -> MatMul) never touch the input model.
-    onnx_files.save_onnx(onnx.load_model(str(source), load_external_data=True), target)
-    return target, "none (shape inference failed; quantizing the model as it is)"
+    return onnx_files.save_beside_data(model, source, target), how
 
 
 @contextlib.contextmanager
@@ -217,24 +219,27 @@ def quantize_dynamic_int8(
     stay float."""
     from onnxruntime.quantization import quantize_dynamic
 
+    from kondense.runners.int8.shapes import quantizer_reloads_in_place
+
     source = gemm_as_matmul(source)
     present = _present_ops(source)
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=variant.weight_type(),
-        per_channel=config.per_channel,
-        reduce_range=variant.reduce_range,
-        op_types_to_quantize=[op for op in DYNAMIC_OPS if op in present],
-        nodes_to_exclude=[*(config.exclude_nodes or []), *keep_float],
-        use_external_data_format=large,
-        extra_options={
-            # Attention scores (activation x activation MatMul) stay float: quantizing them
-            # both at run time is where dynamic INT8 loses most accuracy on transformers.
-            "MatMulConstBOnly": True,
-            **UNKNOWN_TYPES_ARE_FLOAT,
-        },
-    )
+    with quantizer_reloads_in_place():
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=variant.weight_type(),
+            per_channel=config.per_channel,
+            reduce_range=variant.reduce_range,
+            op_types_to_quantize=[op for op in DYNAMIC_OPS if op in present],
+            nodes_to_exclude=[*(config.exclude_nodes or []), *keep_float],
+            use_external_data_format=large,
+            extra_options={
+                # Attention scores (activation x activation MatMul) stay float: quantizing them
+                # both at run time is where dynamic INT8 loses most accuracy on transformers.
+                "MatMulConstBOnly": True,
+                **UNKNOWN_TYPES_ARE_FLOAT,
+            },
+        )
 
 
 def quantize_dynamic_for_cpu(
@@ -484,10 +489,9 @@ def gemm_as_matmul(path: Path) -> Path:
     import onnx
     from onnxruntime.quantization.onnx_model import ONNXModel
 
-    model = onnx.load_model(str(path), load_external_data=True)
-    if not any(n.op_type == "Gemm" for n in model.graph.node):
+    if "Gemm" not in _present_ops(path):
         return path
-    wrapped = ONNXModel(model)
+    wrapped = ONNXModel(onnx.load_model(str(path), load_external_data=True))
     wrapped.replace_gemm_with_matmul()
     onnx_files.save_onnx(wrapped.model, path)
     return path
@@ -568,18 +572,68 @@ class CalibrationReader:
         self.samples_read = 0
 
 
-def _calibration_reader(reader: CalibrationReader) -> Any:
-    """`reader` as ONNX Runtime's CalibrationDataReader subclass (it checks the type)."""
+def _listed_reader(chunks: list[dict[str, np.ndarray]]) -> Any:
+    """`chunks` as ONNX Runtime's CalibrationDataReader."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
-        def get_next(self) -> dict[str, Any] | None:
-            return reader.get_next()
+        def __init__(self) -> None:
+            self.left = iter(chunks)
 
-        def rewind(self) -> None:
-            reader.rewind()
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.left, None)
 
     return Reader()
+
+
+_ORT_METHODS = {
+    CalibrationMethod.minmax: "MinMax",
+    CalibrationMethod.entropy: "Entropy",
+    CalibrationMethod.percentile: "Percentile",
+}
+# What ORT's calibrators take besides the method (quantize_static's CalibPercentile).
+_CALIBRATOR_OPTIONS = {CalibrationMethod.percentile: {"percentile": 99.999}}
+
+
+def calibrate_to_cache(
+    source: Path, config: QuantizeConfig, reader: CalibrationReader, op_types: list[str]
+) -> Path:
+    """Activation ranges of `source` on the calibration data, saved as ONNX Runtime's
+    calibration cache (`<source>.calibration.json`) for quantize_static.
+
+    ORT's own loop keeps every chunk's activations until the data ends (the histogram
+    methods) and a second copy of the weights in memory; here its calibrator gets
+    CALIBRATION_WINDOW chunks at a time, merging ranges and histograms between windows, and
+    loads the graph only (runners/int8/shapes.py), its session reading the weights from
+    their file.
+    """
+    from onnxruntime.quantization import CalibrationMethod as OrtMethod
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    from kondense.runners.int8.shapes import calibrator_loads_graph_only
+
+    augmented = source.with_name(source.stem + "-augmented.onnx")
+    with calibrator_loads_graph_only():
+        calibrator = create_calibrator(
+            source,
+            op_types,
+            augmented_model_path=str(augmented),
+            calibrate_method=getattr(OrtMethod, _ORT_METHODS[config.calibration_method]),
+            extra_options=_CALIBRATOR_OPTIONS.get(config.calibration_method, {}),
+        )
+    chunks = iter(reader.get_next, None)
+    while window := list(itertools.islice(chunks, CALIBRATION_WINDOW)):
+        calibrator.collect_data(_listed_reader(window))
+    if reader.samples_read == 0:
+        raise BadInput(
+            "the calibration data produced no samples; check data.calibration.uri",
+            field="spec.data.calibration.uri",
+        )
+    cache = source.with_name(source.name + ".calibration.json")
+    save_tensors_data(calibrator.compute_data(), cache)
+    del calibrator
+    augmented.unlink(missing_ok=True)
+    return cache
 
 
 def quantize_static_int8(
@@ -590,48 +644,36 @@ def quantize_static_int8(
     *,
     large: bool,
 ) -> None:
-    """Static INT8 in QDQ format: S8 weights (per channel), U8 activations from calibration."""
+    """Static INT8 in QDQ format: S8 weights (per channel), U8 activations from calibration,
+    calibrated in bounded windows first (calibrate_to_cache)."""
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    methods = {
-        CalibrationMethod.minmax: OrtMethod.MinMax,
-        CalibrationMethod.entropy: OrtMethod.Entropy,
-        CalibrationMethod.percentile: OrtMethod.Percentile,
-    }
+    from kondense.runners.int8.shapes import quantizer_reloads_in_place
+
     options: dict[str, Any] = {"MatMulConstBOnly": True, **UNKNOWN_TYPES_ARE_FLOAT}
     present = _present_ops(source)
-    if config.calibration_method is CalibrationMethod.percentile:
-        options["CalibPercentile"] = 99.999
+    op_types = [op for op in STATIC_OPS if op in present]
+    cache = calibrate_to_cache(source, config, reader, op_types)
     try:
-        quantize_static(
-            str(source),
-            str(target),
-            _calibration_reader(reader),
-            quant_format=QuantFormat.QDQ,
-            per_channel=config.per_channel,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8,
-            calibrate_method=methods[config.calibration_method],
-            op_types_to_quantize=[op for op in STATIC_OPS if op in present],
-            nodes_to_exclude=list(config.exclude_nodes or []),
-            use_external_data_format=large,
-            extra_options=options,
-        )
-    except KondenseError:
-        raise
-    except Exception as error:
-        if reader.samples_read == 0:
-            raise BadInput(
-                "the calibration data produced no samples; check data.calibration.uri",
-                field="spec.data.calibration.uri",
-            ) from error
-        raise
-    if reader.samples_read == 0:
-        raise BadInput(
-            "the calibration data produced no samples; check data.calibration.uri",
-            field="spec.data.calibration.uri",
-        )
+        with quantizer_reloads_in_place():
+            quantize_static(
+                str(source),
+                str(target),
+                None,
+                calibration_cache_path=str(cache),
+                quant_format=QuantFormat.QDQ,
+                per_channel=config.per_channel,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                calibrate_method=getattr(OrtMethod, _ORT_METHODS[config.calibration_method]),
+                op_types_to_quantize=op_types,
+                nodes_to_exclude=list(config.exclude_nodes or []),
+                use_external_data_format=large,
+                extra_options=options,
+            )
+    finally:
+        cache.unlink(missing_ok=True)
 
 
 # --- fp16 ------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from kondense.runners.environment import describe_environment
 from kondense.runners.io import storage
 from kondense.runners.measure.gates import evaluation_note, fp16_cpu_verdict, gate_problems
 from kondense.runners.measure.side_by_side import check_data, measure_pair, model_files
+from kondense.runners.memory_budget import Budget
 from kondense.runners.model import MODEL_FILE
 from kondense.runners.model.assets import check_hf_assets, copy_assets, hf_assets_dir
 from kondense.runners.model_card import CARD_NAME, base_model, model_card
@@ -82,6 +83,7 @@ def run_job(
         work = Path(scratch)
         progress("fetch model", 0, None)
         original = _load_model(spec, work)
+        Budget.here().check(_model_bytes(original.path), original.format)
         plan = make_plan(spec, original.format)
         baseline, export_seconds = _baseline(original, plan, spec, work, run)
         signatures = data.onnx_input_signatures(baseline.path)
@@ -139,6 +141,17 @@ def _load_model(spec: CompressionJobSpec, work: Path) -> Model:
     assets = path if detected == ModelFormat.huggingface else None
     module = architecture.source_module(path, detected, spec.model)  # safetensors: built here
     return Model(path=path, format=detected, module=module, assets=assets)
+
+
+def _model_bytes(path: Path) -> int:
+    """Bytes of the fetched model: an ONNX file with its external data, or every file of it."""
+    from kondense.runners.model import onnx_files
+
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    if path.suffix == ".onnx":
+        return onnx_files.onnx_size_bytes(path)
+    return path.stat().st_size
 
 
 def _export(
@@ -205,5 +218,7 @@ def write_output(result: Model, original: Model, out: Path) -> None:
     else:
         import onnx
 
-        onnx_files.save_onnx(onnx.load(str(result.path)), out / MODEL_FILE, external=True)
+        # The weights are copied file to file, never loaded.
+        graph = onnx.load(str(result.path), load_external_data=False)
+        onnx_files.save_beside_data(graph, result.path, out / MODEL_FILE)
     copy_assets(out, result, original)

@@ -193,14 +193,15 @@ def _weight_stats(path: Path) -> tuple[int, float]:
     as are integer shape constants.
     """
     import onnx
-    from onnx import numpy_helper
 
-    model = onnx.load(str(path))
+    from kondense.runners.model import onnx_files
+
+    model = onnx.load(str(path), load_external_data=False)
     parameters = zeros = 0
     for tensor in model.graph.initializer:
         if tensor.name.endswith(("_scale", "_zero_point")):
             continue
-        array = numpy_helper.to_array(tensor)
+        array = onnx_files.read_tensor(tensor, path.parent)
         # Weights are float or (quantized) 8-bit; int64/int32 initializers are shapes and indices.
         if not (array.dtype.kind == "f" or array.dtype.itemsize == 1) or array.ndim == 0:
             continue

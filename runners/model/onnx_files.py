@@ -13,6 +13,7 @@ from kondense.api.spec import ModelFormat
 from kondense.runners.model.formats import FIELD
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
 
     from kondense.runners.core import Model
@@ -120,6 +121,18 @@ def onnx_size_bytes(path: Path) -> int:
             if entry.key == "location":
                 files.add((path.parent / entry.value).resolve())
     return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def read_tensor(tensor: onnx.TensorProto, folder: Path) -> np.ndarray:
+    """The values of `tensor`; external data is read from its file in `folder` into a copy of
+    the tensor, so a model loaded without its weights never holds them all at once."""
+    from onnx import TensorProto, numpy_helper
+
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return numpy_helper.to_array(tensor)
+    alone = TensorProto()
+    alone.CopyFrom(tensor)
+    return numpy_helper.to_array(alone, str(folder))
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:

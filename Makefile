@@ -17,6 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 -include bench/operator.mk
 -include bench/chaos.mk
 -include charts/chart.mk
+-include images/images.mk
 
 .PHONY: help venv demo demo-digits test test-unit lint fmt typecheck crd clean
 
@@ -69,8 +70,8 @@ typecheck: $(STAMP)
 	@ln -sfn ../../../runners build/typeroot/kondense/runners
 	MYPYPATH=build/typeroot $(VENV)/bin/mypy -p kondense.api -p kondense.operator -p kondense.runners
 
-test-unit: $(STAMP)  ## tests that need no cluster
-	$(VENV)/bin/pytest -m 'not cluster' tests
+test-unit: $(STAMP)  ## tests that need no cluster and no image build
+	$(VENV)/bin/pytest -m 'not cluster and not images' tests
 
 test: lint  ## everything: lint, types, unit, runner, control-plane and end-to-end tests
 	$(VENV)/bin/pytest tests

@@ -4,20 +4,30 @@
 #
 # Base pinned by exact tag. Pin its digest too when you build in a registry-connected place:
 #   docker buildx imagetools inspect python:3.12.8-slim-bookworm  ->  FROM python:...@sha256:<digest>
+#
+# Any Debian-like base with Python >= 3.11 and its venv module works (`make images` passes a
+# Debian bookworm base built with mmdebstrap when this one can't be pulled): only `python3` is used.
 ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/kondense
+# A CA bundle for pip (a TLS-intercepting proxy's), e.g. from a build volume; unset: pip's own.
+ARG PIP_CERT
+# PyTorch's CPU wheel index first: the PyPI torch wheel drags in several GB of CUDA libraries.
+# Empty: PyPI alone (where that index can't be reached; the image is then about 6 GB larger).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python3 -m venv /opt/kondense
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY api/ api/
 COPY operator/ operator/
 COPY runners/ runners/
-# PyTorch's CPU wheel index first: the PyPI torch wheel drags in several GB of CUDA libraries.
-RUN /opt/kondense/bin/pip install \
-      --index-url https://download.pytorch.org/whl/cpu \
-      --extra-index-url https://pypi.org/simple \
-      ".[runner]"
+# pip's download cache is a build cache mount, never part of the image.
+RUN --mount=type=cache,target=/var/cache/pip,sharing=locked \
+    if [ -n "$TORCH_INDEX_URL" ]; then \
+      set -- --index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple; \
+    fi \
+ && PIP_CACHE_DIR=/var/cache/pip /opt/kondense/bin/pip install "$@" ".[runner]"
 
 FROM ${PYTHON_IMAGE}
 COPY --from=build /opt/kondense /opt/kondense

@@ -9,6 +9,8 @@
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 FROM ${CUDA_IMAGE} AS build
+# A CA bundle for pip (a TLS-intercepting proxy's), e.g. from a build volume; unset: pip's own.
+ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
@@ -16,6 +18,7 @@ RUN apt-get update \
 RUN python3 -m venv /opt/kondense
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY api/ api/
 COPY operator/ operator/
 COPY runners/ runners/
 RUN /opt/kondense/bin/pip install ".[runner-gpu]" \

@@ -125,7 +125,7 @@ def _oom_killed(pod: dict[str, Any]) -> str | None:
     else:
         return None
     containers = (pod.get("spec") or {}).get("containers") or []
-    runner = next((c for c in containers if c.get("name") == CONTAINER), {})
+    runner: dict[str, Any] = next((c for c in containers if c.get("name") == CONTAINER), {})
     limit = ((runner.get("resources") or {}).get("limits") or {}).get("memory")
     used = f"more memory than its limit ({limit})" if limit else "more memory than it was given"
     name = (pod.get("metadata") or {}).get("name", "?")

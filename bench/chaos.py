@@ -269,14 +269,14 @@ def restart_apiserver() -> None:
     state_file = STATE_DIR / "state.json"
     state = json.loads(state_file.read_text())
     pid = state["pids"]["kube-apiserver"]
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    argv = state["argv"]["kube-apiserver"]  # it runs in the control plane's network namespace
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)  # the apiserver drains its requests, then exits
     with open(STATE_DIR / "logs" / "kube-apiserver.log", "ab") as log:
         process = subprocess.Popen(
-            [a.decode() for a in argv],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,17 +1,21 @@
-"""Start, stop and inspect the local Kubernetes control plane used by tests and demos.
+"""Start, stop and inspect the local Kubernetes cluster used by tests and demos.
 
     python tests/cluster/controlplane.py up       # build if needed, start or reuse, wait healthy
     python tests/cluster/controlplane.py down     # stop everything, remove .cluster/
     python tests/cluster/controlplane.py status   # one line per component; exit 1 if unhealthy
 
-etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the official binaries
-built by build.sh; the nodes come from node_agent.py. Everything listens on 127.0.0.1 on
-ports picked at start-up and recorded in .cluster/state.json. The admin kubeconfig is
-.cluster/kubeconfig and kubectl is linked at .cluster/bin/kubectl. Standard library only.
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy are the
+official binaries built by build.sh; CoreDNS and the image registry are built from their Go
+modules too. The control plane runs in a network namespace of its own and each node in
+another (netns.py); each node is a kubelet with its own containerd (nodes.py). The host
+reaches the apiserver and the registry through forward.py on 127.0.0.1 ports recorded in
+.cluster/state.json. The admin kubeconfig is .cluster/kubeconfig and kubectl is linked at
+.cluster/bin/kubectl. Standard library only.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -29,29 +33,63 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "images"))
+
+import netns  # noqa: E402
+import nodes as node_setup  # noqa: E402
+
+import build as images  # noqa: E402  (images/build.py)
+
 STATE_DIR = REPO / ".cluster"
 STATE_FILE = STATE_DIR / "state.json"
 KUBECONFIG = STATE_DIR / "kubeconfig"
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.96.0.0/16"
+# The S3 API server tests keep models and artifacts in (moto's), as a cluster's MinIO would.
+S3_PORT = 9000
+S3_IN_CLUSTER = f"http://s3.kube-system.svc.cluster.local:{S3_PORT}"
+APISERVER = f"{netns.GATEWAY}:6443"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
-# Stop order: the agent first so it can stop the pod processes while the API is still up.
-COMPONENTS = ["node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
-START_TIMEOUT_S = 120
+CONTROL_PLANE = [
+    "etcd",
+    "kube-apiserver",
+    "forward",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "registry",
+    "coredns",
+    "s3",
+]
+NODE_PROCESSES = ["containerd", "kubelet", "kube-proxy"]
+DEBIAN_PACKAGES = ["containerd", "runc", "containernetworking-plugins", "iptables", "conntrack"]
+START_TIMEOUT_S = 300
 
 
-def build_binaries() -> Path:
-    """Run build.sh (a no-op when the cache is warm) and return the bin directory."""
-    out = subprocess.run(
-        [str(HERE / "build.sh")], stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
-    )
+def phase(name: str, started: float) -> None:
+    print(f"  {name:34} {time.monotonic() - started:6.1f}s", flush=True)
+
+
+def run_script(*argv: str) -> str:
+    """Run a build script (a no-op when its cache is warm); return its last stdout line."""
+    out = subprocess.run(list(argv), stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     if out.returncode != 0:
         sys.exit(out.returncode)
-    return Path(out.stdout.strip().splitlines()[-1])
+    return out.stdout.strip().splitlines()[-1]
 
 
-def _process_marker(name: str) -> str:
+def build_binaries() -> dict[str, Path]:
+    k8s = Path(run_script(str(HERE / "build.sh")))
+    return {
+        "bin": k8s,
+        "coredns": Path(run_script(str(HERE / "coredns" / "build.sh"))),
+        "registry": Path(run_script(str(HERE / "registry" / "build.sh"))),
+    }
+
+
+def process_marker(name: str) -> str:
     """What identifies a component's process on its command line."""
-    return "node_agent.py" if name == "node-agent" else name
+    base = name.split("/")[-1]
+    return {"forward": "forward.py"}.get(base, base)
 
 
 def free_port() -> int:
@@ -64,8 +102,28 @@ def openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
-def make_pki(pki: Path) -> None:
-    """A private CA, the apiserver serving certificate and the service-account signing key."""
+def sign(pki: Path, name: str, subject: str, ext: str) -> None:
+    """A key and a certificate signed by the cluster's CA."""
+    (pki / f"{name}.ext").write_text(ext)
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+        "-keyout", str(pki / f"{name}.key"), "-out", str(pki / f"{name}.csr"),
+    )  # fmt: skip
+    openssl(
+        "x509", "-req", "-in", str(pki / f"{name}.csr"), "-days", "3650",
+        "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"), "-CAcreateserial",
+        "-extfile", str(pki / f"{name}.ext"), "-out", str(pki / f"{name}.crt"),
+    )  # fmt: skip
+
+
+def client_cert(pki: Path, name: str, user: str, group: str) -> None:
+    ext = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+    sign(pki, name, f"/O={group}/CN={user}", ext + "extendedKeyUsage=clientAuth\n")
+
+
+def make_pki(pki: Path, node_names: list[str]) -> None:
+    """A private CA, the apiserver's serving certificate, the service-account signing key,
+    and client certificates for each kubelet, kube-proxy and the apiserver's kubelet client."""
     pki.mkdir(parents=True)
     openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
@@ -76,29 +134,26 @@ def make_pki(pki: Path) -> None:
     )  # fmt: skip
     names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     names += ["kubernetes.default.svc.cluster.local", "localhost"]
-    san = ",".join(["IP:127.0.0.1", "IP:10.0.0.1"] + [f"DNS:{n}" for n in names])
-    ext = pki / "apiserver.ext"
-    ext.write_text(
+    ips = ["127.0.0.1", netns.GATEWAY, "10.96.0.1"]
+    san = ",".join([f"IP:{i}" for i in ips] + [f"DNS:{n}" for n in names])
+    sign(
+        pki,
+        "apiserver",
+        "/CN=kube-apiserver",
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        f"extendedKeyUsage=serverAuth\nsubjectAltName={san}\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName={san}\n",
     )
-    openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
-        "-keyout", str(pki / "apiserver.key"), "-out", str(pki / "apiserver.csr"),
-    )  # fmt: skip
-    openssl(
-        "x509", "-req", "-in", str(pki / "apiserver.csr"), "-days", "3650",
-        "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"), "-CAcreateserial",
-        "-extfile", str(ext), "-out", str(pki / "apiserver.crt"),
-    )  # fmt: skip
     openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
     openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+    for node in node_names:
+        client_cert(pki, f"kubelet-{node}", f"system:node:{node}", "system:nodes")
+    client_cert(pki, "kube-proxy", "system:kube-proxy", "system:node-proxier")
+    client_cert(pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
 
 
-def write_kubeconfig(path: Path, server: str, ca: Path, token: str) -> None:
+def write_kubeconfig(path: Path, server: str, ca: Path, user: dict[str, str]) -> None:
+    """user: {"token": ...} or {"client-certificate": path, "client-key": path}."""
     # JSON is valid YAML, so kubectl and the Python client both read it.
-    import base64
-
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -111,9 +166,9 @@ def write_kubeconfig(path: Path, server: str, ca: Path, token: str) -> None:
                 },
             }
         ],
-        "users": [{"name": "admin", "user": {"token": token}}],
+        "users": [{"name": "user", "user": user}],
         "contexts": [
-            {"name": "kondense-local", "context": {"cluster": "kondense-local", "user": "admin"}}
+            {"name": "kondense-local", "context": {"cluster": "kondense-local", "user": "user"}}
         ],
         "current-context": "kondense-local",
     }
@@ -138,38 +193,51 @@ def pid_alive(pid: int, name: str) -> bool:
     return name in cmdline and stat.split(")")[-1].split()[0] != "Z"
 
 
-def http_ok(url: str, state: dict, verify: bool = True) -> bool:
+def http_ok(url: str, state: dict, verify: bool = True, inside: str | None = None) -> bool:
+    """GET url (from inside a network namespace when `inside` names one); True on 200."""
     if verify:
         ctx = ssl.create_default_context(cafile=str(STATE_DIR / "pki" / "ca.crt"))
     else:  # controller-manager and scheduler serve health on a self-signed certificate
         ctx = ssl._create_unverified_context()
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {state['token']}"})
+    where = netns.entered(inside) if inside else contextlib.nullcontext()
     try:
-        with urllib.request.urlopen(req, timeout=3, context=ctx) as r:
+        with where, urllib.request.urlopen(req, timeout=3, context=ctx) as r:
             return bool(r.status == 200)
     except (OSError, ValueError):
         return False
 
 
 def component_health(state: dict) -> dict[str, bool]:
-    p = state["ports"]
-    api = f"https://127.0.0.1:{p['apiserver']}"
+    cp = netns.cp_namespace(state["slot"])
+    fwd = state["ports"]
     checks = {
-        "etcd": lambda: http_ok(f"http://127.0.0.1:{p['etcd']}/health", state),
-        "kube-apiserver": lambda: http_ok(f"{api}/readyz", state),
+        "etcd": lambda: http_ok("http://127.0.0.1:2379/health", state, inside=cp),
+        "kube-apiserver": lambda: http_ok(f"{state['server']}/readyz", state),
+        "forward": lambda: True,
         "kube-controller-manager": lambda: http_ok(
-            f"https://127.0.0.1:{p['controller-manager']}/healthz", state, verify=False
+            "https://127.0.0.1:10257/healthz", state, verify=False, inside=cp
         ),
         "kube-scheduler": lambda: http_ok(
-            f"https://127.0.0.1:{p['scheduler']}/healthz", state, verify=False
+            "https://127.0.0.1:10259/healthz", state, verify=False, inside=cp
         ),
-        "node-agent": lambda: True,
+        "registry": lambda: http_ok(f"http://127.0.0.1:{fwd['registry']}/v2/", state),
+        "coredns": lambda: http_ok("http://127.0.0.1:8181/ready", state, inside=cp),
+        "s3": lambda: http_ok(f"http://127.0.0.1:{fwd['s3']}/moto-api/", state),
     }
+    for node in state["nodes"]:
+        inside = netns.node_namespace(state["slot"], node)
+        checks[f"{node}/containerd"] = lambda: True
+        checks[f"{node}/kubelet"] = lambda inside=inside: http_ok(
+            "http://127.0.0.1:10248/healthz", state, inside=inside
+        )
+        checks[f"{node}/kube-proxy"] = lambda inside=inside: http_ok(
+            "http://127.0.0.1:10256/healthz", state, inside=inside
+        )
     health = {}
-    for name in COMPONENTS:
+    for name, check in checks.items():
         pid = state["pids"].get(name)
-        marker = _process_marker(name)
-        health[name] = bool(pid) and pid_alive(pid, marker) and checks[name]()
+        health[name] = bool(pid) and pid_alive(pid, process_marker(name)) and check()
     return health
 
 
@@ -182,7 +250,8 @@ STARTED: dict[str, subprocess.Popen] = {}
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
-    with open(STATE_DIR / "logs" / f"{name}.log", "ab") as log:
+    log_file = STATE_DIR / "logs" / f"{name.replace('/', '-')}.log"
+    with open(log_file, "ab") as log:
         STARTED[name] = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -201,20 +270,26 @@ def wait_for(what: str, ok, deadline: float, state: dict) -> None:
             return
         for name, proc in STARTED.items():
             if proc.poll() is not None:
-                tail = (STATE_DIR / "logs" / f"{name}.log").read_text()[-3000:]
-                stop_processes(state)
+                log = STATE_DIR / "logs" / f"{name.replace('/', '-')}.log"
+                tail = log.read_text()[-3000:]
+                stop(state)
                 sys.exit(f"error: {name} exited while waiting for {what}:\n{tail}")
         time.sleep(0.2)
-    stop_processes(state)
+    stop(state)
     sys.exit(f"error: timed out waiting for {what}; logs in {STATE_DIR / 'logs'}")
 
 
-def kubectl_json(state: dict, *args: str) -> dict | None:
-    out = subprocess.run(
-        [state["bin"] + "/kubectl", "--kubeconfig", str(KUBECONFIG), *args, "-o", "json"],
+def kubectl(state: dict, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [state["bin"] + "/kubectl", "--kubeconfig", str(KUBECONFIG), *args],
         capture_output=True,
         text=True,
+        input=stdin,
     )
+
+
+def kubectl_json(state: dict, *args: str) -> dict | None:
+    out = kubectl(state, *args, "-o", "json")
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
@@ -254,78 +329,47 @@ def healthy_within(state: dict | None, seconds: float) -> bool:
     return True
 
 
-def up() -> None:
-    repo_lock()
-    state = load_state()
-    if healthy_within(state, 15):
-        print(f"cluster already up and healthy; kubeconfig: {KUBECONFIG}")
-        return
-    if state is not None:
-        print("found a stale or unhealthy cluster; replacing it", file=sys.stderr)
-        down(quiet=True)
-    bin_dir = build_binaries()
-    started = time.monotonic()
-    shutil.rmtree(STATE_DIR, ignore_errors=True)
-    (STATE_DIR / "logs").mkdir(parents=True)
-    (STATE_DIR / "bin").mkdir()
-    (STATE_DIR / "bin" / "kubectl").symlink_to(bin_dir / "kubectl")
-    pki = STATE_DIR / "pki"
-    make_pki(pki)
-    token = secrets.token_hex(24)
-    (pki / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
-    names = ["etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler"]
-    ports = {k: free_port() for k in names}
-    server = f"https://127.0.0.1:{ports['apiserver']}"
-    write_kubeconfig(KUBECONFIG, server, pki / "ca.crt", token)
-    nodes_file = Path(os.environ.get("KONDENSE_CLUSTER_NODES", HERE / "nodes.json")).resolve()
-    node_names = [n["name"] for n in json.loads(nodes_file.read_text())]
-    state = {
-        "bin": str(bin_dir),
-        "server": server,
-        "token": token,
-        "ports": ports,
-        "nodes": node_names,
-        "pids": {},
-    }
+def ensure_packages() -> None:
+    out = subprocess.run([str(REPO / "scripts" / "debian-packages.sh"), *DEBIAN_PACKAGES])
+    if out.returncode != 0:
+        sys.exit(out.returncode)
 
-    def save() -> None:
-        STATE_FILE.write_text(json.dumps(state, indent=2) + "\n")
 
-    etcd_url = f"http://127.0.0.1:{ports['etcd']}"
-    peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
-    state["pids"]["etcd"] = spawn(
-        "etcd",
-        [
+def control_plane_commands(state: dict, tools: dict[str, Path]) -> dict[str, list[str]]:
+    """The control plane's processes, each run in the control plane's network namespace."""
+    bin_dir, pki = tools["bin"], STATE_DIR / "pki"
+    enter = netns.nsenter(netns.cp_namespace(state["slot"]))
+    internal = str(STATE_DIR / "kubeconfig-internal")
+    return {
+        "etcd": [
+            *enter,
             f"{bin_dir}/etcd",
             "--name=default",
             f"--data-dir={STATE_DIR / 'etcd'}",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=default={peer_url}",
+            "--listen-client-urls=http://127.0.0.1:2379",
+            "--advertise-client-urls=http://127.0.0.1:2379",
+            "--listen-peer-urls=http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+            "--initial-cluster=default=http://127.0.0.1:2380",
             "--unsafe-no-fsync",  # test data only; saves seconds on slow disks
             "--log-level=warn",
         ],
-    )
-    save()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    wait_for("etcd", lambda: http_ok(f"{etcd_url}/health", state), deadline, state)
-
-    state["pids"]["kube-apiserver"] = spawn(
-        "kube-apiserver",
-        [
+        "kube-apiserver": [
+            *enter,
             f"{bin_dir}/kube-apiserver",
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={ports['apiserver']}",
+            "--etcd-servers=http://127.0.0.1:2379",
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={netns.GATEWAY}",
+            "--secure-port=6443",
             f"--cert-dir={pki}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
             f"--token-auth-file={pki / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--authorization-mode=Node,RBAC",
             f"--service-account-issuer={ISSUER}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -335,17 +379,19 @@ def up() -> None:
             "--profiling=false",
             "--v=1",
         ],
-    )
-    save()
-    wait_for("kube-apiserver", lambda: http_ok(f"{server}/readyz", state), deadline, state)
-
-    state["pids"]["kube-controller-manager"] = spawn(
-        "kube-controller-manager",
-        [
+        "forward": [
+            sys.executable,
+            str(HERE / "forward.py"),
+            netns.cp_namespace(state["slot"]),
+            f"{state['ports']['apiserver']}={APISERVER}",
+            f"{state['ports']['registry']}={node_setup.REGISTRY}",
+            f"{state['ports']['s3']}={netns.GATEWAY}:{S3_PORT}",
+        ],
+        "kube-controller-manager": [
+            *enter,
             f"{bin_dir}/kube-controller-manager",
-            f"--kubeconfig={KUBECONFIG}",
+            f"--kubeconfig={internal}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={ports['controller-manager']}",
             f"--cert-dir={pki / 'kcm'}",
             "--leader-elect=false",
             "--controllers=*",
@@ -353,94 +399,291 @@ def up() -> None:
             f"--root-ca-file={pki / 'ca.crt'}",
             f"--cluster-signing-cert-file={pki / 'ca.crt'}",
             f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--profiling=false",
             "--v=1",
         ],
-    )
-    state["pids"]["kube-scheduler"] = spawn(
-        "kube-scheduler",
-        [
+        "kube-scheduler": [
+            *enter,
             f"{bin_dir}/kube-scheduler",
-            f"--kubeconfig={KUBECONFIG}",
+            f"--kubeconfig={internal}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={ports['scheduler']}",
             f"--cert-dir={pki / 'scheduler'}",
             "--leader-elect=false",
             "--profiling=false",
             "--v=1",
         ],
+        "registry": [*enter, str(tools["registry"]), "serve", str(STATE_DIR / "registry.yml")],
+        "coredns": [*enter, str(tools["coredns"]), "-conf", str(STATE_DIR / "Corefile")],
+        "s3": [*enter, venv_python(), "-m", "moto.server", "-H", netns.GATEWAY, "-p", str(S3_PORT)],
+    }
+
+
+def venv_python() -> str:
+    venv = REPO / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def registry_config() -> str:
+    """The image registry: its blobs live in the cache, so a second cluster pushes nothing."""
+    cache = Path(os.environ.get("KONDENSE_CACHE", Path.home() / ".cache" / "kondense"))
+    return (
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {cache / 'registry-data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: {node_setup.REGISTRY}\n"
     )
-    venv_python = REPO / ".venv" / "bin" / "python"
-    python = str(venv_python) if venv_python.exists() else sys.executable
-    env = dict(os.environ, KUBECONFIG=str(KUBECONFIG), PYTHONUNBUFFERED="1")
-    state["pids"]["node-agent"] = spawn(
-        "node-agent",
-        [python, str(HERE / "node_agent.py"), "--nodes", str(nodes_file)],
-        env=env,
+
+
+def corefile() -> str:
+    internal = STATE_DIR / "kubeconfig-internal"
+    return (
+        f".:53 {{\n    bind {netns.GATEWAY}\n    errors\n    health 127.0.0.1:8080\n"
+        "    ready 127.0.0.1:8181\n"
+        f"    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n"
+        f"        kubeconfig {internal} kondense-local\n"
+        "        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n    }\n"
+        "    cache 30\n    loadbalance\n}\n"
     )
+
+
+def outside_service(
+    state: dict, name: str, ports: dict[str, tuple[int, str]], ip: str = ""
+) -> None:
+    """A Service in kube-system for a server that runs in the control plane's namespace
+    rather than as a pod: its EndpointSlice names that address, as for any server outside the
+    pod network. ports: {port name: (port, protocol)}."""
+    port_list = [{"name": n, "port": p, "protocol": proto} for n, (p, proto) in ports.items()]
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": "kube-system"},
+                "spec": {"ports": port_list, **({"clusterIP": ip} if ip else {})},
+            },
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-outside",
+                    "namespace": "kube-system",
+                    "labels": {"kubernetes.io/service-name": name},
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [netns.GATEWAY]}],
+                "ports": port_list,
+            },
+        ],
+    }
+    out = kubectl(state, "apply", "-f", "-", stdin=json.dumps(manifest))
+    if out.returncode != 0:
+        sys.exit(f"error: creating the {name} Service: {out.stderr}")
+
+
+def advertise_node_extras(state: dict, node: node_setup.Node) -> None:
+    """Extended resources through a node-status patch (the documented way without a device
+    plugin) and the node's annotations."""
+    if node.extended:
+        patch = [
+            {"op": "add", "path": f"/status/capacity/{k.replace('/', '~1')}", "value": v}
+            for k, v in node.extended.items()
+        ]
+        out = kubectl(
+            state, "patch", "node", node.name, "--subresource=status", "--type=json",
+            "-p", json.dumps(patch),
+        )  # fmt: skip
+        if out.returncode != 0:
+            sys.exit(f"error: advertising {node.extended} on {node.name}: {out.stderr}")
+    if node.annotations:
+        pairs = [f"{k}={v}" for k, v in node.annotations.items()]
+        kubectl(state, "annotate", "--overwrite", "node", node.name, *pairs)
+
+
+def nodes_file() -> Path:
+    return Path(os.environ.get("KONDENSE_CLUSTER_NODES", HERE / "nodes.json")).resolve()
+
+
+def up() -> None:
+    repo_lock()
+    state = load_state()
+    if healthy_within(state, 15):
+        print(f"cluster already up and healthy; kubeconfig: {KUBECONFIG}")
+        return
+    if state is not None:
+        print("found a stale or unhealthy cluster; replacing it", file=sys.stderr)
+        down(quiet=True)
+    started = time.monotonic()
+    print("cluster-up phases:")
+    ensure_packages()
+    phase("debian packages", started)
+    tools = build_binaries()
+    phase("binaries (kubernetes, coredns, registry)", started)
+    images.build_all()
+    phase("images (podman)", started)
+
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    (STATE_DIR / "logs").mkdir(parents=True)
+    (STATE_DIR / "bin").mkdir()
+    (STATE_DIR / "bin" / "kubectl").symlink_to(tools["bin"] / "kubectl")
+    slot = netns.free_slot()
+    node_list = node_setup.load(nodes_file(), slot)
+    names = [n.name for n in node_list]
+    pki = STATE_DIR / "pki"
+    make_pki(pki, names)
+    token = secrets.token_hex(24)
+    (pki / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
+    ports = {"apiserver": free_port(), "registry": free_port(), "s3": free_port()}
+    server = f"https://127.0.0.1:{ports['apiserver']}"
+    write_kubeconfig(KUBECONFIG, server, pki / "ca.crt", {"token": token})
+    internal = f"https://{APISERVER}"
+    write_kubeconfig(STATE_DIR / "kubeconfig-internal", internal, pki / "ca.crt", {"token": token})
+    (STATE_DIR / "registry.yml").write_text(registry_config())
+    prune_registry(tools)
+    (STATE_DIR / "Corefile").write_text(corefile())
+    state = {
+        "slot": slot,
+        "bin": str(tools["bin"]),
+        "server": server,
+        "registry": f"127.0.0.1:{ports['registry']}",
+        "s3": f"http://127.0.0.1:{ports['s3']}",
+        "s3InCluster": S3_IN_CLUSTER,
+        "imageRegistry": node_setup.REGISTRY,
+        "token": token,
+        "ports": ports,
+        "nodes": names,
+        "pids": {},
+    }
+
+    def save() -> None:
+        STATE_FILE.write_text(json.dumps(state, indent=2) + "\n")
+
     save()
+    netns.create(slot, names)
+    phase("network namespaces", started)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    commands = control_plane_commands(state, tools)
+    state["argv"] = commands  # what `restart` (bench/chaos.py) runs again
+    for name in CONTROL_PLANE:
+        state["pids"][name] = spawn(name, commands[name])
+        save()
+        if name == "etcd":
+            wait_for("etcd", lambda: component_health(state)["etcd"], deadline, state)
+        if name == "forward":
+            wait_for("kube-apiserver", lambda: http_ok(f"{server}/readyz", state), deadline, state)
+    wait_for("the registry", lambda: component_health(state)["registry"], deadline, state)
+    phase("control plane", started)
+    images.push(state["registry"])
+    phase("images pushed to the cluster registry", started)
+    pause = f"{node_setup.REGISTRY}/{images.image_path('pause')}"
+    deadline = time.monotonic() + START_TIMEOUT_S  # the push above may take minutes
+    for node in node_list:
+        kubelet_kubeconfig = node.root / "kubelet.kubeconfig"
+        proxy_kubeconfig = node.root / "kube-proxy.kubeconfig"
+        node.root.mkdir(parents=True, exist_ok=True)
+        crt = {"client-certificate": str(pki / f"kubelet-{node.name}.crt")}
+        crt["client-key"] = str(pki / f"kubelet-{node.name}.key")
+        write_kubeconfig(kubelet_kubeconfig, internal, pki / "ca.crt", crt)
+        crt = {"client-certificate": str(pki / "kube-proxy.crt")}
+        crt["client-key"] = str(pki / "kube-proxy.key")
+        write_kubeconfig(proxy_kubeconfig, internal, pki / "ca.crt", crt)
+        node_setup.prepare(node, pki / "ca.crt", proxy_kubeconfig, pause)
+        for name, argv in node_setup.commands(node, tools["bin"], kubelet_kubeconfig).items():
+            state["argv"][name] = argv
+            state["pids"][name] = spawn(name, argv)
+        save()
     wait_for("all components healthy", lambda: healthy(state), deadline, state)
     wait_for("nodes Ready", lambda: nodes_ready(state), deadline, state)
+    for node in node_list:
+        advertise_node_extras(state, node)
+    dns = {"dns": (53, "UDP"), "dns-tcp": (53, "TCP")}
+    outside_service(state, "kube-dns", dns, ip=node_setup.CLUSTER_DNS)  # CoreDNS
+    outside_service(state, "s3", {"http": (S3_PORT, "TCP")})
     wait_for(
         "the default service account",
         lambda: kubectl_json(state, "get", "serviceaccount", "default", "-n", "default"),
         deadline,
         state,
     )
-    took = time.monotonic() - started
-    print(f"cluster up in {took:.1f}s: {server}; kubeconfig: {KUBECONFIG}")
+    phase("nodes Ready", started)
+    print(f"cluster up in {time.monotonic() - started:.1f}s: {server}; kubeconfig: {KUBECONFIG}")
     print(f"  export KUBECONFIG={KUBECONFIG}; export PATH={STATE_DIR / 'bin'}:$PATH")
 
 
-def stop_processes(state: dict) -> None:
-    for name in COMPONENTS:
-        pid = state["pids"].get(name)
-        marker = _process_marker(name)
-        if not pid or not pid_alive(pid, marker):
-            continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + (20 if name == "node-agent" else 10)
-        while pid_alive(pid, marker) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if pid_alive(pid, marker):
-            os.kill(pid, signal.SIGKILL)
-
-
-def stop_orphaned_pods() -> None:
-    """Kill pod processes a dead node agent left behind (it records pid and start time)."""
-    for pid_file in STATE_DIR.glob("pods/*/containers/*/pid"):
-        try:
-            pid_text, start = pid_file.read_text().split()
-            pid = int(pid_text)
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except (OSError, ValueError):
-            continue
-        if stat.rsplit(")", 1)[1].split()[19] == start:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-
-
-def remove_placeholders() -> None:
-    """Remove mount points a dead node agent created on the host, if still empty."""
-    try:
-        paths = [Path(p) for p in (STATE_DIR / "placeholders").read_text().splitlines() if p]
-    except OSError:
+def stop_process(name: str, pid: int | None, grace: float = 10) -> None:
+    marker = process_marker(name)
+    if not pid or not pid_alive(pid, marker):
         return
-    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            if path.is_dir():
-                path.rmdir()
-            elif path.stat().st_size == 0:
-                path.unlink()
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pid_alive(pid, marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid, marker):
+        os.kill(pid, signal.SIGKILL)
+
+
+def current_images() -> set[str]:
+    """The full names of the images built now (build/images.json), as nodes pull them."""
+    try:
+        built = images.load_images()
+    except SystemExit:
+        return set()
+    return {f"{node_setup.REGISTRY}/{e['ref']}" for e in built.values() if e.get("built")}
+
+
+def prune_registry(tools: dict[str, Path]) -> None:
+    """Untag what the registry holds beyond the current builds, then collect the garbage with
+    the registry's own offline collector (the registry is not running yet)."""
+    keep = {ref.split("/", 1)[1] for ref in current_images()}
+    root = Path(yaml_value(registry_config(), "rootdirectory"))
+    repositories = root / "docker" / "registry" / "v2" / "repositories"
+    removed = 0
+    for tags in repositories.glob("**/_manifests/tags"):
+        repository = tags.parent.parent.relative_to(repositories).as_posix()
+        for tag in tags.iterdir():
+            if f"{repository}:{tag.name}" not in keep:
+                shutil.rmtree(tag)
+                removed += 1
+    if removed:
+        config = STATE_DIR / "registry.yml"
+        subprocess.run(
+            [str(tools["registry"]), "garbage-collect", "--delete-untagged", str(config)],
+            capture_output=True,
+            check=False,
+        )
+
+
+def yaml_value(text: str, key: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines() if key in line)
+
+
+def stop(state: dict) -> None:
+    """Stop the nodes (kubelet first, then kube-proxy and containerd, then their containers),
+    then the control plane in reverse order, then remove the network namespaces."""
+    slot = state.get("slot")
+    node_list = node_setup.load(nodes_file(), slot) if slot is not None else []
+    node_list = [n for n in node_list if n.name in state.get("nodes", [])]
+    keep = current_images()
+    for node in node_list:
+        name = f"{node.name}/containerd"
+        if pid_alive(state["pids"].get(name, 0), "containerd"):
+            node_setup.prune_images(node, keep)
+        for process in NODE_PROCESSES[::-1]:
+            name = f"{node.name}/{process}"
+            stop_process(name, state["pids"].get(name))
+        node_setup.clean(node)
+    for name in CONTROL_PLANE[::-1]:
+        stop_process(name, state["pids"].get(name))
+    if slot is not None:
+        netns.delete(slot, [n.name for n in node_list])
 
 
 def down(quiet: bool = False) -> None:
     repo_lock()
     state = load_state()
     if state is not None:
-        stop_processes(state)
-    stop_orphaned_pods()
-    remove_placeholders()
+        stop(state)
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     if not quiet:
         print("cluster down")
@@ -452,15 +695,12 @@ def status() -> int:
         print("cluster: down (no .cluster/state.json)")
         return 1
     health = component_health(state)
-    for name in reversed(COMPONENTS):
-        print(f"{name:24} pid {state['pids'].get(name)!s:8} {'ok' if health[name] else 'DOWN'}")
+    for name, ok in health.items():
+        print(f"{name:24} pid {state['pids'].get(name)!s:8} {'ok' if ok else 'DOWN'}")
     if all(health.values()):
         print(f"server: {state['server']}  kubeconfig: {KUBECONFIG}")
-        nodes = kubectl_json(state, "get", "nodes") or {"items": []}
-        for n in nodes["items"]:
-            conds = {c["type"]: c["status"] for c in n.get("status", {}).get("conditions", [])}
-            pool = n["metadata"].get("labels", {}).get("kondense.dev/pool", "-")
-            print(f"node {n['metadata']['name']:10} pool={pool:4} Ready={conds.get('Ready')}")
+        out = kubectl(state, "get", "nodes", "-o", "wide", "-L", "kondense.dev/pool")
+        print(out.stdout, end="")
         return 0
     return 1
 
@@ -474,7 +714,7 @@ def main() -> None:
     elif command == "status":
         sys.exit(status())
     elif command == "build":
-        print(build_binaries())
+        print(build_binaries()["bin"])
     else:
         sys.exit(__doc__)
 

@@ -16,7 +16,7 @@ cache_root="${KONDENSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kondense}"
 version="$(awk -v m="$module" '$1 == m || ($1 == "require" && $2 == m) {print $NF; exit}' "$dir/go.mod")"
 # Bump build_rev when the build command below changes in a way that changes the binaries.
 build_rev=1
-pin="$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$package $build_rev") | sha256sum | cut -c1-12)"
+pin="$( (cat "$dir/go.mod" "$dir/go.sum" "$dir"/*.go; echo "$package $build_rev") | sha256sum | cut -c1-12)"
 out="$cache_root/$name-$version-$pin"
 binary="$out/$(basename "$package")"
 

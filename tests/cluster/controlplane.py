@@ -89,7 +89,7 @@ def build_binaries() -> dict[str, Path]:
 def process_marker(name: str) -> str:
     """What identifies a component's process on its command line."""
     base = name.split("/")[-1]
-    return {"forward": "forward.py"}.get(base, base)
+    return {"forward": "forward.py", "s3": "moto.server"}.get(base, base)
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@ CLUSTER_PY := $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 cluster-build:  ## build the pinned Kubernetes binaries into ~/.cache/kondense (once per pin)
 	@tests/cluster/build.sh
 
-cluster-up:  ## start etcd, apiserver, scheduler, controller-manager and the node agent (reuses a healthy one)
+cluster-up:  ## start the control plane and the nodes (kubelet, containerd, kube-proxy), build and push the images (reuses a healthy cluster)
 	@$(CLUSTER_PY) tests/cluster/controlplane.py up
 
 cluster-down:  ## stop the local cluster and remove .cluster/

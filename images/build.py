@@ -21,6 +21,7 @@ Standard library only: the cluster setup imports it (image_path, push) as well a
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -37,6 +38,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES_JSON = ROOT / "build" / "images.json"
+CACHE_ROOT = Path(
+    os.environ.get("KONDENSE_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kondense"
+)
+LOCK = CACHE_ROOT / ".images-build.lock"
 
 # runc and cgroupfs: crun refuses this host's hybrid cgroups and there is no systemd.
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
@@ -48,9 +54,9 @@ BUILD_FLAGS = [
     "--network",
     "host",
     *ULIMITS,
-    # Intermediate stages aren't committed: the tag cache already skips unchanged builds, and
-    # committing the runner's build stage would write its venv (GBs) once more.
-    "--layers=false",
+    # Layer cache on (podman's default): runner-cpu's dependency layers (GBs) are reused until
+    # pyproject.toml changes, so a code change rebuilds, pushes and pulls a small layer only.
+    "--layers",
 ]
 DEBIAN_PACKAGES = ["podman", "mmdebstrap", "runc", "gcc", "libc6-dev"]
 
@@ -251,12 +257,16 @@ def reachable(url: str, timeout: float = 5) -> bool:
 # --- building ----------------------------------------------------------------------------------
 
 
-def remove_stale(repo: str, keep: str) -> None:
-    """Drops the other tags of repo (old content hashes: the runner's are GBs each)."""
-    out = podman("images", "--format", "{{.Repository}}:{{.Tag}}", repo, check=False).stdout
-    for ref in out.split():
-        if ref != keep and ref.startswith(repo + ":"):
-            podman("rmi", ref, check=False)
+def remove_stale(repo: str, keep: str, previous: int = 1) -> None:
+    """Drops older tags of repo (old content hashes), all but the newest `previous` ones: a
+    cluster may still be pushing the last one while the tree changes under it."""
+    out = podman(
+        "images", "--sort", "created", "--format", "{{.Repository}}:{{.Tag}}", repo, check=False
+    ).stdout
+    # --sort created lists the newest first.
+    others = [ref for ref in out.split() if ref != keep and ref.startswith(repo + ":")]
+    for ref in others[previous:]:
+        podman("rmi", ref, check=False)
 
 
 def podman_build(
@@ -353,7 +363,19 @@ def write_json(results: dict[str, dict]) -> None:
 
 
 def build_all(names: list[str] | None = None) -> dict[str, dict]:
-    """Builds (or finds cached) every image; writes and returns build/images.json's content."""
+    """Builds (or finds cached) every image; writes and returns build/images.json's content.
+    One build at a time on this machine (podman's storage is shared): others wait here."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another image build holds {LOCK}; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_all(names)
+
+
+def _build_all(names: list[str] | None) -> dict[str, dict]:
     ensure_packages()
     wanted = names or [i.name for i in IMAGES]
     start = time.monotonic()

@@ -12,7 +12,7 @@ ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 # A CA bundle for pip (a TLS-intercepting proxy's), e.g. from a build volume; unset: pip's own.
 ARG PIP_CERT
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/kondense
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -20,9 +20,7 @@ COPY api/ api/
 COPY operator/ operator/
 COPY runners/ runners/
 # The operator extra only: the spec models come from runners/ but torch/onnxruntime do not.
-# pip's download cache is a build cache mount, never part of the image.
-RUN --mount=type=cache,target=/var/cache/pip,sharing=locked \
-    PIP_CACHE_DIR=/var/cache/pip /opt/kondense/bin/pip install ".[operator]"
+RUN /opt/kondense/bin/pip install ".[operator]"
 
 FROM ${PYTHON_IMAGE}
 COPY --from=build /opt/kondense /opt/kondense

@@ -9,35 +9,45 @@
 # Debian bookworm base built with mmdebstrap when this one can't be pulled): only `python3` is used.
 ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
+# The dependencies alone, read from pyproject.toml: this stage, and the image layer it becomes,
+# are reused until pyproject.toml changes, so a code change rebuilds, pushes and pulls only the
+# small layer of kondense itself (the dependencies are GBs).
+FROM ${PYTHON_IMAGE} AS deps
 # A CA bundle for pip (a TLS-intercepting proxy's), e.g. from a build volume; unset: pip's own.
 ARG PIP_CERT
 # PyTorch's CPU wheel index first: the PyPI torch wheel drags in several GB of CUDA libraries.
 # Empty: PyPI alone (where that index can't be reached; the image is then about 6 GB larger).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/kondense
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+# kondense itself goes to /opt/kondense-app (next stage); the venv finds it through a .pth file.
+RUN /opt/kondense/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["runner"]))' > requirements.txt \
+ && if [ -n "$TORCH_INDEX_URL" ]; then \
+      set -- --index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple; \
+    fi \
+ && /opt/kondense/bin/pip install "$@" -r requirements.txt \
+ && echo /opt/kondense-app > "$(/opt/kondense/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/kondense-app.pth"
+
+FROM deps AS build
+ARG PIP_CERT
+COPY README.md ./
 COPY api/ api/
 COPY operator/ operator/
 COPY runners/ runners/
-# pip's download cache is a build cache mount, never part of the image.
-RUN --mount=type=cache,target=/var/cache/pip,sharing=locked \
-    if [ -n "$TORCH_INDEX_URL" ]; then \
-      set -- --index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple; \
-    fi \
- && PIP_CACHE_DIR=/var/cache/pip /opt/kondense/bin/pip install "$@" ".[runner]"
+RUN /opt/kondense/bin/pip install --no-deps --target /opt/kondense-app .
 
 FROM ${PYTHON_IMAGE}
-COPY --from=build /opt/kondense /opt/kondense
+RUN useradd --uid 65532 --user-group --no-create-home --home-dir /tmp kondense
+COPY --from=deps /opt/kondense /opt/kondense
+COPY --from=build /opt/kondense-app /opt/kondense-app
 # Runner pods run with a read-only root filesystem: every cache goes to the writable /tmp.
-ENV PATH=/opt/kondense/bin:$PATH \
+ENV PATH=/opt/kondense-app/bin:/opt/kondense/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     HF_HOME=/tmp/hf \
     HF_HUB_OFFLINE=1
-RUN useradd --uid 65532 --user-group --no-create-home --home-dir /tmp kondense
 USER 65532:65532
 ENTRYPOINT ["kondense"]

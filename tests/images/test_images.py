@@ -111,6 +111,16 @@ def test_the_dockerfiles_copy_what_the_package_needs() -> None:
         assert not missing, f"images/{name}.Dockerfile does not COPY {sorted(missing)}"
 
 
+def test_runner_dependencies_install_without_the_package() -> None:
+    """runner-cpu's deps stage installs [project] dependencies + the runner extra by name from
+    pyproject.toml, before kondense is copied: none of them may be kondense itself."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"] + project["optional-dependencies"]["runner"]:
+        assert not requirement.lower().startswith("kondense"), requirement
+
+
 # --- the images ------------------------------------------------------------------------------
 
 
@@ -163,6 +173,23 @@ def test_runner_imports_torch_and_onnxruntime(images: dict[str, dict]) -> None:
     result = podman_run(images["runner-cpu"]["ref"], "-c", code, entrypoint="python3")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+@pytest.mark.images
+@pytest.mark.timeout(3600)
+def test_runner_code_is_a_small_layer_of_its_own(images: dict[str, dict]) -> None:
+    """The dependencies (GBs) are one layer and kondense another, small one: a code change
+    rebuilds, pushes and pulls only that."""
+    out = subprocess.run(
+        [*build.PODMAN, "history", "--format", "json", f"localhost/{images['runner-cpu']['ref']}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    layers = [h for h in json.loads(out) if h.get("size", 0) > 0]  # newest first
+    assert "COPY" in layers[0]["CreatedBy"], layers[0]
+    assert layers[0]["size"] < 50e6, layers[0]
+    assert max(h["size"] for h in layers) > 1e9, "the dependency layer"
 
 
 @pytest.mark.images

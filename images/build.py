@@ -266,7 +266,13 @@ def remove_stale(repo: str, keep: str, previous: int = 1) -> None:
     # --sort created lists the newest first.
     others = [ref for ref in out.split() if ref != keep and ref.startswith(repo + ":")]
     for ref in others[previous:]:
-        podman("rmi", ref, check=False)
+        image_id = image_inspect(ref)["Id"]
+        result = podman("rmi", ref, check=False)
+        # An image `rmi <tag>` only untagged (seen here once) would stay, nameless, for good.
+        if image_exists(image_id) and not image_inspect(image_id).get("RepoTags"):
+            result = podman("rmi", image_id, check=False)
+        if result.returncode != 0:
+            log(f"could not remove {ref}: {result.stderr.strip()}")
 
 
 def podman_build(

@@ -501,6 +501,62 @@ def advertise_node_extras(state: dict, node: node_setup.Node) -> None:
         kubectl(state, "annotate", "--overwrite", "node", node.name, *pairs)
 
 
+def prepull(state: dict, node_list: list[node_setup.Node]) -> None:
+    """Pull the project's images onto every node now (as `kind load` does), through the CRI
+    so the kubelet's image store and garbage collection know them: one short pod per node
+    and image, named after the image's tag. A node that has an image starts its pod at once."""
+    pods = []
+    for node in node_list:
+        for name, ref in sorted(state["images"].items()):
+            if name == "pause":
+                continue  # every pod's sandbox: pulled by the first pod
+            tag = ref.rsplit(":", 1)[1].lower().replace(".", "-")
+            pods.append(f"pull-{node.name}-{name}-{tag}")
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pods[-1], "namespace": "kube-system"},
+                "spec": {
+                    "nodeName": node.name,
+                    "restartPolicy": "Never",
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [
+                        {"name": "pull", "image": ref, "command": ["python3", "-c", "pass"]}
+                    ],
+                },
+            }
+            kubectl(state, "apply", "-f", "-", stdin=json.dumps(pod))
+    done = kubectl(
+        state, "wait", "-n", "kube-system", "--for=jsonpath={.status.phase}=Succeeded",
+        "--timeout=1200s", *(f"pod/{p}" for p in pods),
+    )  # fmt: skip
+    kubectl(state, "delete", "-n", "kube-system", "--wait=false", *(f"pod/{p}" for p in pods))
+    if done.returncode != 0:
+        sys.exit(f"error: pulling the images onto the nodes: {done.stderr}")
+
+
+def load_images(state: dict, started: float) -> None:
+    """Build the images (a no-op when cached), push what the registry lacks, pull them onto
+    every node, and record their names in the state: `cluster.image(name)` reads them there,
+    so a cluster's tests use the images it was loaded with."""
+    images.build_all()
+    phase("images built (podman)", started)
+    images.push(state["registry"])
+    phase("images pushed to the cluster registry", started)
+    built = images.load_images()
+    state["images"] = {
+        name: f"{node_setup.REGISTRY}/{entry['ref']}"
+        for name, entry in built.items()
+        if entry.get("built")
+    }
+    STATE_FILE.write_text(json.dumps(state, indent=2) + "\n")
+    node_list = node_setup.load(nodes_file(), state["slot"])
+    if nodes_ready(state):
+        prepull(state, node_list)
+        node_setup.share_image_layers(node_list)
+        phase("images on every node", started)
+
+
 def nodes_file() -> Path:
     return Path(os.environ.get("KONDENSE_CLUSTER_NODES", HERE / "nodes.json")).resolve()
 
@@ -508,8 +564,9 @@ def nodes_file() -> Path:
 def up() -> None:
     repo_lock()
     state = load_state()
-    if healthy_within(state, 15):
+    if state is not None and healthy_within(state, 15):
         print(f"cluster already up and healthy; kubeconfig: {KUBECONFIG}")
+        load_images(state, time.monotonic())
         return
     if state is not None:
         print("found a stale or unhealthy cluster; replacing it", file=sys.stderr)
@@ -520,8 +577,8 @@ def up() -> None:
     phase("debian packages", started)
     tools = build_binaries()
     phase("binaries (kubernetes, coredns, registry)", started)
-    images.build_all()
-    phase("images (podman)", started)
+    images.build_all()  # before the cluster starts: the first build takes many minutes
+    phase("images built (podman)", started)
 
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     (STATE_DIR / "logs").mkdir(parents=True)
@@ -574,9 +631,8 @@ def up() -> None:
             wait_for("kube-apiserver", lambda: http_ok(f"{server}/readyz", state), deadline, state)
     wait_for("the registry", lambda: component_health(state)["registry"], deadline, state)
     phase("control plane", started)
-    images.push(state["registry"])
-    phase("images pushed to the cluster registry", started)
-    pause = f"{node_setup.REGISTRY}/{images.image_path('pause')}"
+    load_images(state, started)  # nodes are not up yet: build (cached) and push only
+    pause = state["images"]["pause"]
     deadline = time.monotonic() + START_TIMEOUT_S  # the push above may take minutes
     for node in node_list:
         kubelet_kubeconfig = node.root / "kubelet.kubeconfig"
@@ -607,6 +663,7 @@ def up() -> None:
         state,
     )
     phase("nodes Ready", started)
+    load_images(state, started)  # now onto the nodes
     print(f"cluster up in {time.monotonic() - started:.1f}s: {server}; kubeconfig: {KUBECONFIG}")
     print(f"  export KUBECONFIG={KUBECONFIG}; export PATH={STATE_DIR / 'bin'}:$PATH")
 
@@ -677,6 +734,8 @@ def stop(state: dict) -> None:
         stop_process(name, state["pids"].get(name))
     if slot is not None:
         netns.delete(slot, [n.name for n in node_list])
+        # Test volumes (hostPath PersistentVolumes, tests/fixtures/cluster.py make_volume).
+        shutil.rmtree(node_setup.NODES_ROOT / str(slot) / "volumes", ignore_errors=True)
 
 
 def down(quiet: bool = False) -> None:

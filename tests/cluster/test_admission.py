@@ -6,7 +6,8 @@ import json
 import uuid
 
 import pytest
-from fixtures.cluster import pod_finished, wait_for
+from fixtures.cluster import wait_for
+from fixtures.pods import RESTRICTED_CONTAINER, RESTRICTED_POD, is_ready, named, pod
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -81,33 +82,11 @@ def test_cel_rule_refuses_bad_object_with_its_message(cluster, namespace, widget
     assert CEL_MESSAGE in refused.value.body
 
 
-def restricted_pod(name: str) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [
-                {
-                    "name": "c",
-                    "image": "x",
-                    "command": ["python", "-c", "print('compliant')"],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                }
-            ],
-        },
-    }
+def restricted_pod(name: str, image: str) -> dict:
+    container = {"name": "c", "image": image, "securityContext": RESTRICTED_CONTAINER}
+    return pod(
+        name, [container], securityContext=RESTRICTED_POD, automountServiceAccountToken=False
+    )
 
 
 def test_restricted_namespace_refuses_privileged_pod_and_admits_compliant_one(
@@ -118,7 +97,8 @@ def test_restricted_namespace_refuses_privileged_pod_and_admits_compliant_one(
     labels = core.read_namespace(namespace).metadata.labels
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
-    privileged = restricted_pod("privileged")
+    pause = cluster.image("pause")
+    privileged = restricted_pod("privileged", pause)
     privileged["spec"]["containers"][0]["securityContext"] = {"privileged": True}
     with pytest.raises(ApiException) as refused:
         core.create_namespaced_pod(namespace, privileged)
@@ -127,11 +107,8 @@ def test_restricted_namespace_refuses_privileged_pod_and_admits_compliant_one(
     assert 'violates PodSecurity "restricted:latest"' in message
     assert 'privileged (container "c" must not set securityContext.privileged=true)' in message
 
-    core.create_namespaced_pod(namespace, restricted_pod("compliant"))
-    done = wait_for(
-        core.list_namespaced_pod,
-        pod_finished,
-        timeout=60,
-        namespace=namespace,
+    # Admitted, and the node starts it under that context (test_security.py looks inside).
+    core.create_namespaced_pod(namespace, restricted_pod("compliant", pause))
+    wait_for(
+        core.list_namespaced_pod, named("compliant", is_ready), timeout=60, namespace=namespace
     )
-    assert done.status.phase == "Succeeded"

@@ -1,4 +1,4 @@
-"""Pods land on the right node pool and run as real processes on the test nodes."""
+"""Pods land on the right node pool: the GPU node takes only pods that tolerate its taint."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 
 import pytest
 from fixtures.cluster import wait_for
+from fixtures.pods import GPU_TOLERATION, unschedulable
 from kubernetes import client
 
 pytestmark = pytest.mark.cluster
 
-GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 WRITE_RESULT = (
     "import json, sys; "
     "open('/dev/termination-log', 'w').write(json.dumps({'python': sys.executable}))"
@@ -38,8 +38,8 @@ def test_gpu_job_lands_on_gpu_node_and_reports_termination_message(cluster, name
                     "containers": [
                         {
                             "name": "runner",
-                            "image": "ghcr.io/kondense/runner:dev",
-                            "command": ["python", "-c", WRITE_RESULT],
+                            "image": cluster.image("operator"),
+                            "command": ["python3", "-c", WRITE_RESULT],
                             "resources": {"limits": {"nvidia.com/gpu": "1"}},
                         }
                     ],
@@ -48,15 +48,18 @@ def test_gpu_job_lands_on_gpu_node_and_reports_termination_message(cluster, name
         },
     }
     batch.create_namespaced_job(namespace, job)
-    wait_for(batch.list_namespaced_job, job_complete, timeout=60, namespace=namespace)
+    # The one GPU may be held by another test's pod for a while.
+    wait_for(batch.list_namespaced_job, job_complete, timeout=180, namespace=namespace)
 
     (pod,) = core.list_namespaced_pod(namespace, label_selector="job-name=fp16").items
     assert pod.spec.node_name == "gpu-0"
+    wide = cluster.kubectl_run("get", "pods", "-n", namespace, "-o", "wide", "--no-headers")
+    assert wide.stdout.split()[6] == "gpu-0", wide.stdout  # the NODE column
     assert pod.status.phase == "Succeeded"
     terminated = pod.status.container_statuses[0].state.terminated
     assert terminated.exit_code == 0
     message = json.loads(terminated.message)
-    assert message["python"] == str(cluster.repo / ".venv" / "bin" / "python")
+    assert message["python"] == "/opt/kondense/bin/python3"  # the image's, not this machine's
 
 
 def test_pod_without_gpu_toleration_never_lands_on_gpu_node(cluster, namespace):
@@ -68,16 +71,10 @@ def test_pod_without_gpu_toleration_never_lands_on_gpu_node(cluster, namespace):
         "spec": {
             "restartPolicy": "Never",
             "nodeSelector": {"kondense.dev/pool": "gpu"},
-            "containers": [{"name": "c", "image": "x", "command": ["true"]}],
+            "containers": [{"name": "c", "image": cluster.image("pause")}],
         },
     }
     core.create_namespaced_pod(namespace, pod)
-
-    def unschedulable(p) -> bool:
-        return any(
-            c.type == "PodScheduled" and c.reason == "Unschedulable"
-            for c in p.status.conditions or []
-        )
 
     pending = wait_for(core.list_namespaced_pod, unschedulable, timeout=30, namespace=namespace)
     assert pending.spec.node_name is None
@@ -98,12 +95,14 @@ def test_unconstrained_pods_run_on_cpu_nodes_only(cluster, namespace):
             "template": {
                 "spec": {
                     "restartPolicy": "Never",
-                    "containers": [{"name": "c", "image": "x", "command": ["true"]}],
+                    "containers": [
+                        {"name": "c", "image": cluster.image("operator"), "command": ["true"]}
+                    ],
                 }
             },
         },
     }
     batch.create_namespaced_job(namespace, job)
-    wait_for(batch.list_namespaced_job, job_complete, timeout=60, namespace=namespace)
+    wait_for(batch.list_namespaced_job, job_complete, timeout=120, namespace=namespace)
     pods = core.list_namespaced_pod(namespace, label_selector="job-name=spread").items
     assert {p.spec.node_name for p in pods} <= {"cpu-0", "cpu-1"}

@@ -55,9 +55,21 @@ def test_operator_pod_meets_restricted_pod_security(helm_bin: Path) -> None:
     assert "hostNetwork" not in pod and "hostPath" not in str(pod["volumes"])
 
 
+def operator_cluster_roles(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator's ClusterRoles, not the user-facing ones the built-in roles aggregate."""
+    aggregated = "rbac.authorization.k8s.io/aggregate-to-"
+    return [
+        o
+        for o in by_kind(objects, "ClusterRole")
+        if not any(k.startswith(aggregated) for k in o["metadata"].get("labels", {}))
+    ]
+
+
 def test_default_rbac_is_cluster_wide_and_operator_watches_all_namespaces(helm_bin: Path) -> None:
     objects = render(helm_bin)
-    assert [o["metadata"]["name"] for o in by_kind(objects, "ClusterRole")] == ["kd-kondense"]
+    assert [o["metadata"]["name"] for o in operator_cluster_roles(objects)] == ["kd-kondense"]
+    users = [o["metadata"]["name"] for o in by_kind(objects, "ClusterRole")]
+    assert sorted(users) == ["kd-kondense", "kd-kondense-edit", "kd-kondense-view"]
     assert not by_kind(objects, "Role")
     (container,) = _operator(objects)["spec"]["template"]["spec"]["containers"]
     assert "--all-namespaces" in container["args"]
@@ -112,7 +124,7 @@ def test_chart_rbac_is_exactly_the_operators_rbac_yaml(helm_bin: Path) -> None:
     the same, no more: its ClusterRole all of it, each namespaced Role all but the CRD rule (a
     Role cannot grant a cluster-scoped resource, and exact namespaces need no CRD scan)."""
     expected = _rules(yaml.safe_load(OPERATOR_RBAC.read_text())["rules"])
-    (cluster_role,) = by_kind(render(helm_bin), "ClusterRole")
+    (cluster_role,) = operator_cluster_roles(render(helm_bin))
     assert _rules(cluster_role["rules"]) == expected
     roles = by_kind(render(helm_bin, *values_args("namespaced")), "Role")
     assert roles and not by_kind(render(helm_bin, *values_args("namespaced")), "ClusterRole")

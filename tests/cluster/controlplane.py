@@ -370,6 +370,8 @@ def control_plane_commands(state: dict, tools: dict[str, Path]) -> dict[str, lis
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             "--kubelet-preferred-address-types=InternalIP",
             "--authorization-mode=Node,RBAC",
+            # Not among the default admission plugins: a kubelet may change only its own Node.
+            "--enable-admission-plugins=NodeRestriction",
             f"--service-account-issuer={ISSUER}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",

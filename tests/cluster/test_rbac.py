@@ -159,11 +159,6 @@ def test_node_authorizer_confines_each_kubelet_to_its_pods_secrets(cluster, name
     assert "no relationship found between node 'cpu-0'" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NodeRestriction is not among kube-apiserver's default admission plugins and "
-    "controlplane.py does not pass --enable-admission-plugins=NodeRestriction",
-)
 def test_node_restriction_lets_a_kubelet_change_only_its_own_node(cluster):
     with node_client(cluster, "cpu-0") as api_client:
         as_node = client.CoreV1Api(api_client)

@@ -4,7 +4,7 @@
 HELM_BUILD := tests/chart/go/build.sh
 CHART      := charts/kondense
 
-.PHONY: helm chart-lint chart-sync-crd chart-test
+.PHONY: helm chart-lint chart-sync-crd chart-test cluster-install
 
 helm:  ## build (once) the pinned Helm from its Go module and print its path
 	@$(HELM_BUILD)
@@ -17,3 +17,8 @@ chart-lint:  ## helm lint --strict the chart with its default values
 
 chart-test: $(STAMP)  ## the chart's tests (lint, schema, images; install/upgrade on the local control plane)
 	$(VENV)/bin/pytest tests/chart
+
+# The example's model and data (examples/cluster-digits-static-int8.yaml) are uploaded to the
+# cluster's S3 server, so the printed first job runs as it is.
+cluster-install: $(STAMP) examples/models/digits-cnn.ts  ## after `make cluster-up`: install the chart into kondense-system with the images built here, wait until the operator is Available, print a first job
+	$(PY) scripts/cluster-install.py

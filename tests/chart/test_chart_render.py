@@ -166,6 +166,21 @@ def test_servicemonitor_is_off_by_default_and_scrapes_the_metrics_service(helm_b
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
+    assert monitor["metadata"]["namespace"] == "kondense-system"
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    # The ServiceMonitor can live where Prometheus looks; it still selects the release's Service.
+    moved = render(
+        helm_bin,
+        *values_args("servicemonitor"),
+        "--set",
+        "metrics.serviceMonitor.namespace=monitoring",
+        "--set",
+        "metrics.serviceMonitor.honorLabels=false",
+    )
+    (monitor,) = by_kind(moved, "ServiceMonitor")
+    assert monitor["metadata"]["namespace"] == "monitoring"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["kondense-system"]}
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is False
 
 
 def test_pool_values_reach_the_operator_config(helm_bin: Path) -> None:

@@ -18,6 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 -include bench/chaos.mk
 -include charts/chart.mk
 -include images/images.mk
+-include examples/cluster/quickstart.mk
 
 .PHONY: help venv demo demo-digits test test-unit lint fmt typecheck crd clean
 

@@ -88,6 +88,8 @@ IMAGES = [
     Image("runner-cpu", "images/runner-cpu.Dockerfile", "PYTHON_IMAGE"),
     Image("runner-gpu", "images/runner-gpu.Dockerfile", "CUDA_IMAGE"),
     Image("pause", "images/pause/Dockerfile", ""),
+    # The quickstart's in-cluster S3 API server (moto), examples/cluster/.
+    Image("s3-test", "images/s3-test.Dockerfile", "PYTHON_IMAGE"),
 ]
 
 

@@ -107,10 +107,14 @@ def observe_phase(
             message = f"{message}; runner said: {outcome}"
         return Phase(FAILED, job_reason, message), None
     latest = _by_age(pods)[-1] if pods else None
-    if latest is not None and (latest.get("status") or {}).get("phase") == "Running":
+    pod_phase = (latest.get("status") or {}).get("phase") if latest is not None else None
+    if latest is not None and pod_phase in ("Running", "Succeeded", "Failed"):
+        # A pod that has ended before the Job controller marks the Job is still this attempt
+        # running, not a step back to Pending: the Job's condition follows within moments.
         node = (latest.get("spec") or {}).get("nodeName", "?")
         attempt = f" (attempt {len(pods)})" if len(pods) > 1 else ""
-        return Phase(RUNNING, "RunnerRunning", f"runner pod running on {node}{attempt}"), None
+        doing = {"Running": "running", "Succeeded": "finished", "Failed": "failed"}[pod_phase]
+        return Phase(RUNNING, "RunnerRunning", f"runner pod {doing} on {node}{attempt}"), None
     if latest is not None:
         return _pending(latest), None
     return Phase(PENDING, "JobCreated", "runner Job created, waiting for its pod"), None

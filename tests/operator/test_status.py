@@ -174,6 +174,16 @@ def test_a_runner_killed_otherwise_keeps_the_jobs_reason() -> None:
     assert status["reason"] == "BackoffLimitExceeded"
 
 
+def test_a_pod_that_ended_before_the_job_is_marked_stays_running_not_pending() -> None:
+    outcome = Outcome(succeeded=True, reason="Succeeded", message="done", results=RESULTS)
+    ended = [pod("p1", "Succeeded", termination_message(outcome))]
+    status = status_of(cj(), "cpu", job(), ended, NOW)
+    assert status["phase"] == "Running"
+    assert "finished on cpu-1" in status["message"]
+    failed = status_of(cj(), "cpu", job(), [pod("p1", "Failed")], NOW)
+    assert failed["phase"] == "Running" and "failed on cpu-1" in failed["message"]
+
+
 def test_retried_job_reports_the_latest_pod_and_the_attempt_count() -> None:
     pods = [pod("p1", "Failed", created="1"), pod("p2", "Running", created="2")]
     status = status_of(cj(), "cpu", job(), pods, NOW)

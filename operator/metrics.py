@@ -1,7 +1,9 @@
 """Prometheus metrics of the operator, served on :8080/metrics.
 
+kondense_build_info{version,python}                    1, labelled with what is running
 kondense_compressionjobs{phase,recipe,pool}            jobs the operator knows, by phase
-kondense_compressionjob_duration_seconds{phase,pool}   start -> completion of finished jobs
+kondense_compressionjobs_finished_total{phase,reason,pool}   jobs seen reaching an end
+kondense_compressionjob_duration_seconds{phase,recipe,pool}  start -> completion of those
 kondense_compressionjob_size_ratio{namespace,name,recipe,pool}   of finished jobs (also
 kondense_compressionjob_speedup / _metric_drop)
 kondense_reconcile_errors_total{kind}                  reconciles that raised, by error type
@@ -10,15 +12,19 @@ kondense_reconcile_errors_total{kind}                  reconciles that raised, b
 from __future__ import annotations
 
 import contextlib
+import platform
 import threading
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 from kondense.operator.status import TERMINAL
 
 REGISTRY = CollectorRegistry()
+
+BUILD = Info("kondense_build", "The kondense operator that is running.", registry=REGISTRY)
 
 JOBS = Gauge(
     "kondense_compressionjobs",
@@ -26,10 +32,16 @@ JOBS = Gauge(
     ["phase", "recipe", "pool"],
     registry=REGISTRY,
 )
+FINISHED = Counter(
+    "kondense_compressionjobs_finished",
+    "CompressionJobs this operator saw reach Succeeded or Failed, by phase, reason and pool.",
+    ["phase", "reason", "pool"],
+    registry=REGISTRY,
+)
 DURATION = Histogram(
     "kondense_compressionjob_duration_seconds",
-    "Seconds from runner start to completion of finished CompressionJobs.",
-    ["phase", "pool"],
+    "Seconds from runner start to completion of finished CompressionJobs, by recipe.",
+    ["phase", "recipe", "pool"],
     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200),
     registry=REGISTRY,
 )
@@ -114,10 +126,14 @@ class JobTable:
         ):
             if isinstance(results.get(key), int | float):
                 gauge.labels(*labels).set(float(results[key]))
-        # Only a transition this process saw is timed, so a restart does not count jobs twice.
+        # Only a transition this process saw is counted and timed, so a restart does not count
+        # jobs twice.
+        if not first:
+            return
+        FINISHED.labels(status["phase"], status.get("reason") or status["phase"], pool).inc()
         seconds = _seconds_between(status.get("startTime"), status.get("completionTime"))
-        if first and seconds is not None:
-            DURATION.labels(status["phase"], pool).observe(seconds)
+        if seconds is not None:
+            DURATION.labels(status["phase"], recipe, pool).observe(seconds)
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -131,6 +147,16 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 
 TABLE = JobTable()
+
+
+def _version() -> str:
+    try:
+        return version("kondense")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+BUILD.info({"version": _version(), "python": platform.python_version()})
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

@@ -56,18 +56,30 @@ def test_finished_job_exports_ratio_speedup_drop_and_duration_once() -> None:
     assert got[("kondense_compressionjob_size_ratio", labels)] == 3.9
     assert got[("kondense_compressionjob_speedup", labels)] == 1.7
     assert got[("kondense_compressionjob_metric_drop", labels)] == 0.002
-    count = got[
-        (
-            "kondense_compressionjob_duration_seconds_count",
-            (("phase", "Succeeded"), ("pool", "cpu")),
-        )
-    ]
-    total = got[
-        ("kondense_compressionjob_duration_seconds_sum", (("phase", "Succeeded"), ("pool", "cpu")))
-    ]
+    timed = (("phase", "Succeeded"), ("pool", "cpu"), ("recipe", "recipe-m2"))
+    count = got[("kondense_compressionjob_duration_seconds_count", timed)]
+    total = got[("kondense_compressionjob_duration_seconds_sum", timed)]
+    ended = (("phase", "Succeeded"), ("pool", "cpu"), ("reason", "Succeeded"))
+    assert got[("kondense_compressionjobs_finished_total", ended)] == 1
     assert count >= 1 and total >= 90
     table.forget("m2", "done")
     assert ("kondense_compressionjob_size_ratio", labels) not in samples()
+
+
+def test_build_info_names_the_running_version() -> None:
+    from importlib.metadata import version
+
+    (info,) = [(n, labels) for (n, labels) in samples() if n == "kondense_build_info"]
+    assert ("version", version("kondense")) in info[1]
+
+
+def test_failures_are_counted_by_reason() -> None:
+    table = JobTable()
+    table.record("m4", "oom", running())
+    table.record("m4", "oom", {**finished(), "phase": "Failed", "reason": "OOMKilled"})
+    ended = (("phase", "Failed"), ("pool", "cpu"), ("reason", "OOMKilled"))
+    assert samples()[("kondense_compressionjobs_finished_total", ended)] == 1
+    table.forget("m4", "oom")
 
 
 def test_a_scrape_during_a_census_always_sees_every_series() -> None:

@@ -159,6 +159,9 @@ def kubelet_config(node: Node, ca: Path) -> dict:
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
         "healthzPort": 10248,
+        # Each kubelet removes the log folders of pods it does not know: three sharing the
+        # default /var/log/pods deleted each other's logs.
+        "podLogsDir": str(node.root / "pod-logs"),
         "clusterDNS": [CLUSTER_DNS],
         "clusterDomain": "cluster.local",
         "resolvConf": "/etc/resolv.conf",

@@ -95,29 +95,25 @@ def wait_holder(cluster: Cluster, namespace: str, name: str, timeout: float) -> 
     raise AssertionError(f"{name} never held the Lease; it is {holder(cluster, namespace)}")
 
 
-def quick_job(operator: Operator, name: str) -> dict[str, Any]:
-    model = operator.workdir / "ha-tiny.onnx"
-    if not model.exists():
-        build_tiny_onnx(model)
+def quick_job(model: str, name: str) -> dict[str, Any]:
+    bucket = model.removeprefix("s3://").split("/", 1)[0]
     return compression_job(
         name,
-        model={
-            "uri": f"file://{model}",
-            "format": "onnx",
-            "inputs": [{"name": "x", "shape": [1, 16]}],
-        },
+        model={"uri": model, "format": "onnx", "inputs": [{"name": "x", "shape": [1, 16]}]},
         steps=[{"export": {}}],
         # No gates: an export's speed on a loaded test machine is not what this test is about.
         evaluation={"requireSpeedup": False, "maxMetricDrop": 1.0, "warmup": 2, "runs": 20},
-        output={"uri": f"file://{operator.workdir / f'out-ha-{name}'}"},
+        output={"uri": f"s3://{bucket}/out-{name}"},
         nodePool="cpu",
     )
 
 
 def test_the_standby_takes_over_within_30_s_when_the_active_replica_is_killed(
-    cluster: Cluster, operator: Operator, ha_namespace: str, history: History
+    cluster: Cluster, operator: Operator, ha_namespace: str, history: History, tmp_path: Path
 ) -> None:
     from kubernetes import client
+
+    model = cluster.put_s3(build_tiny_onnx(tmp_path / "tiny.onnx"), ha_namespace, "tiny.onnx")
 
     custom = client.CustomObjectsApi(cluster.api_client)
 
@@ -134,21 +130,21 @@ def test_the_standby_takes_over_within_30_s_when_the_active_replica_is_killed(
     try:
         wait_holder(cluster, ha_namespace, "replica-a", 30)
         second.start()  # answers its health probe as a standby
-        apply(quick_job(operator, "before"))
-        body = wait_cj(cluster, ha_namespace, "before", phase_is("Succeeded", "Failed"), 180)
+        apply(quick_job(model, "before"))
+        body = wait_cj(cluster, ha_namespace, "before", phase_is("Succeeded", "Failed"), 300)
         assert body["status"]["phase"] == "Succeeded", body["status"]
         assert holder(cluster, ha_namespace) == "replica-a"
         assert "standing by" in second.log() and "holds the Lease" not in second.log()
 
         first.kill()
         killed = time.monotonic()
-        apply(quick_job(operator, "after"))
+        apply(quick_job(model, "after"))
         took = wait_holder(cluster, ha_namespace, "replica-b", TAKEOVER_LIMIT_S)
         wait_cj(cluster, ha_namespace, "after", lambda b: bool(b.get("status")), 30)
         reconciled = time.monotonic() - killed
         print(f"takeover: Lease after {took:.1f} s, first status after {reconciled:.1f} s")
         assert reconciled < TAKEOVER_LIMIT_S, second.log()
-        body = wait_cj(cluster, ha_namespace, "after", phase_is("Succeeded", "Failed"), 180)
+        body = wait_cj(cluster, ha_namespace, "after", phase_is("Succeeded", "Failed"), 300)
         assert body["status"]["phase"] == "Succeeded", body["status"]
     finally:
         first.kill()

@@ -1,4 +1,6 @@
-"""The operator against the local control plane: real runner pods run `kondense run`.
+"""The operator against the local cluster: real runner pods run `kondense run` in the runner
+image on the real nodes, reading models from the cluster's S3 server (or a PersistentVolume)
+and writing their outputs back to it.
 
 One operator process serves the module (tests/operator/conftest.py), under the ClusterRole of
 operator/rbac.yaml, watching the `kop-*` namespaces each test gets.
@@ -6,11 +8,13 @@ operator/rbac.yaml, watching the `kop-*` namespaces each test gets.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fixtures.cluster import Cluster, wait_for
 from fixtures.models import build_tiny_onnx
 from fixtures.operator_cluster import (
@@ -20,6 +24,8 @@ from fixtures.operator_cluster import (
     Operator,
     compression_job,
     phase_is,
+    put_s3_tree,
+    s3_object_size,
     wait_cj,
 )
 
@@ -27,20 +33,27 @@ pytestmark = pytest.mark.cluster
 
 TINY_INPUTS = [{"name": "x", "shape": [1, 16]}]
 QUICK_EVALUATION = {"requireSpeedup": False, "maxMetricDrop": 1.0, "warmup": 2, "runs": 20}
+RUN_S = 300  # apply -> a tiny recipe's terminal status, runner pod start included
 
 
 @pytest.fixture(scope="module")
-def tiny_model(operator: Operator) -> Path:
-    """The hand-built MLP where runner pods can read it (under build/, not /tmp)."""
-    return build_tiny_onnx(operator.workdir / "tiny.onnx")
+def tiny_onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hand-built MLP on this machine: tests upload it, runner pods never see this path."""
+    return build_tiny_onnx(tmp_path_factory.mktemp("models") / "tiny.onnx")
 
 
-def recipe(model: Path, out: Path, *steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
+@pytest.fixture
+def tiny_model(cluster: Cluster, bucket: str, tiny_onnx_file: Path) -> str:
+    """The hand-built MLP in this test's bucket: its s3:// URI."""
+    return cluster.put_s3(tiny_onnx_file, bucket, "models/tiny.onnx")
+
+
+def recipe(model: str, out: str, *steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
-        "model": {"uri": f"file://{model}", "format": "onnx", "inputs": TINY_INPUTS},
+        "model": {"uri": model, "format": "onnx", "inputs": TINY_INPUTS},
         "steps": list(steps),
         "evaluation": QUICK_EVALUATION,
-        "output": {"uri": f"file://{out}"},
+        "output": {"uri": out},
         **extra,
     }
 
@@ -82,17 +95,30 @@ def event_reasons(cluster: Cluster, namespace: str, name: str) -> list[str]:
     return [e.reason for e in sorted(events.items, key=lambda e: e.metadata.creation_timestamp)]
 
 
-def test_int8_job_succeeds_on_a_cpu_node_with_results_artifacts_and_columns(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
-) -> None:
-    out = operator.workdir / "out-int8"
-    apply(
-        cluster,
-        kop_namespace,
-        compression_job("tiny-int8", **recipe(tiny_model, out, {"quantize": {"mode": "dynamic"}})),
+def event_reasons_with(
+    cluster: Cluster, namespace: str, name: str, reason: str, timeout: float = 30
+) -> list[str]:
+    """The reasons of the job's Events once one says `reason`: the operator posts an Event
+    just after the status it is about, so a test that saw the status may be a moment early."""
+    from kubernetes import client
+
+    wait_for(
+        client.CoreV1Api(cluster.api_client).list_namespaced_event,
+        lambda e: e.involved_object.name == name and e.reason == reason,
+        timeout=timeout,
+        namespace=namespace,
+        field_selector=f"involvedObject.name={name},involvedObject.kind=CompressionJob",
     )
+    return event_reasons(cluster, namespace, name)
+
+
+def test_int8_job_succeeds_on_a_cpu_node_with_results_artifacts_and_columns(
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
+) -> None:
+    spec = recipe(tiny_model, f"s3://{bucket}/out-int8", {"quantize": {"mode": "dynamic"}})
+    apply(cluster, kop_namespace, compression_job("tiny-int8", **spec))
     waited = cluster.kubectl_run(
-        "wait", "-n", kop_namespace, "--for=condition=Ready", "--timeout=240s",
+        "wait", "-n", kop_namespace, "--for=condition=Ready", f"--timeout={RUN_S - 20}s",
         "compressionjob/tiny-int8", check=False,
     )  # fmt: skip
     body = wait_cj(cluster, kop_namespace, "tiny-int8", phase_is("Succeeded", "Failed"), 10)
@@ -109,7 +135,8 @@ def test_int8_job_succeeds_on_a_cpu_node_with_results_artifacts_and_columns(
     artifacts = {a["name"]: a for a in status["artifacts"]}
     assert any(name.endswith(".onnx") for name in artifacts)
     for artifact in artifacts.values():
-        assert Path(artifact["uri"].removeprefix("file://")).stat().st_size == artifact["bytes"]
+        assert artifact["uri"].startswith(f"s3://{bucket}/out-int8/")
+        assert s3_object_size(cluster, artifact["uri"]) == artifact["bytes"]
     assert status["startTime"] <= status["completionTime"]
 
     table = cluster.kubectl_run("get", "-n", kop_namespace, "compressionjobs", "tiny-int8")
@@ -122,7 +149,7 @@ def test_int8_job_succeeds_on_a_cpu_node_with_results_artifacts_and_columns(
     assert cells[1:5] == ["Succeeded", "Succeeded", "int8-dynamic", "cpu"]
     assert float(cells[5]) == pytest.approx(status["results"]["sizeRatio"], rel=0.01)
 
-    reasons = event_reasons(cluster, kop_namespace, "tiny-int8")
+    reasons = event_reasons_with(cluster, kop_namespace, "tiny-int8", "Succeeded")
     assert reasons[-1] == "Succeeded" and len(reasons) >= 2
 
     scraped = operator.metrics()
@@ -132,26 +159,87 @@ def test_int8_job_succeeds_on_a_cpu_node_with_results_artifacts_and_columns(
     assert re.search(r'kondense_compressionjobs\{[^}]*phase="Succeeded"[^}]*\} [1-9]', scraped)
 
 
+def test_a_compressionjob_applied_with_kubectl_runs_in_the_runner_image_as_a_restricted_pod(
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The `inspect` pool says who it is before it execs the real runner: uid 65532, a root
+    filesystem it cannot write, seccomp in filter mode; `kubectl logs` shows that and the
+    runner's progress lines, and the termination message becomes the status."""
+    manifest = tmp_path / "job.yaml"
+    spec = recipe(
+        tiny_model, f"s3://{bucket}/out-inspect", {"quantize": {"mode": "dynamic"}},
+        nodePool="inspect",
+    )  # fmt: skip
+    manifest.write_text(yaml.safe_dump(compression_job("inspected", **spec)))
+    cluster.kubectl_run("apply", "-n", kop_namespace, "-f", str(manifest))
+    body = wait_cj(cluster, kop_namespace, "inspected", phase_is("Succeeded", "Failed"), RUN_S)
+    status = body["status"]
+    assert status["phase"] == "Succeeded", f"{status}\n{operator.log()}"
+    (pod,) = runner_pods(cluster, kop_namespace)
+    name = pod.metadata.name
+    assert pod.spec.containers[0].image == cluster.image("runner-cpu")
+
+    logs = cluster.kubectl_run("logs", "-n", kop_namespace, f"pod/{name}").stdout
+    assert "inspect: uid=65532 gid=65532" in logs, logs
+    assert "Read-only file system" in logs and "inspect: write to / failed" in logs, logs
+    assert re.search(r"^inspect: Seccomp:\s+2$", logs, re.MULTILINE), logs
+    for step in ("fetch model", "publish"):
+        assert f"kondense: {step}" in logs, logs
+
+    got = cluster.kubectl_run(
+        "get", "-n", kop_namespace, f"pod/{name}", "-o",
+        "jsonpath={.status.containerStatuses[0].state.terminated.message}",
+    )  # fmt: skip
+    outcome = json.loads(got.stdout)
+    assert outcome["succeeded"] is True
+    assert status["reason"] == outcome["reason"] and status["message"] == outcome["message"]
+    assert status["artifacts"] == outcome["artifacts"]
+    assert status["results"]["sizeRatio"] == outcome["results"]["sizeRatio"]
+
+
+def test_a_runner_over_its_memory_limit_is_oomkilled_and_the_job_says_what_to_raise(
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
+) -> None:
+    """spec.resources.memory is the runner container's limit; the `hungry` pool's runner
+    writes 4 GiB before it would start the recipe, the kernel kills it, and the job says so."""
+    spec = recipe(
+        tiny_model, f"s3://{bucket}/out-oom", {"quantize": {"mode": "dynamic"}},
+        nodePool="hungry", resources={"memory": "256Mi"},
+    )  # fmt: skip
+    apply(cluster, kop_namespace, compression_job("oom", **spec))
+    body = wait_cj(cluster, kop_namespace, "oom", phase_is("Succeeded", "Failed"), RUN_S)
+    status = body["status"]
+    assert status["phase"] == "Failed", status
+    assert status["reason"] == "OOMKilled", status
+    assert "256Mi" in status["message"] and "spec.resources.memory" in status["message"], status
+    assert conditions(body)["Failed"]["reason"] == "OOMKilled"
+    pods = runner_pods(cluster, kop_namespace)
+    assert len(pods) == 2  # the test configuration's backoffLimit: 1
+    for pod in pods:
+        (container,) = pod.status.container_statuses
+        assert container.state.terminated.reason == "OOMKilled", container.state
+        assert container.state.terminated.exit_code == 137
+        assert pod.spec.containers[0].resources.limits["memory"] == "256Mi"
+    assert "OOMKilled" in event_reasons_with(cluster, kop_namespace, "oom", "OOMKilled")
+
+
 @pytest.mark.slow
 def test_the_smallest_minilm_manifest_succeeds_on_built_in_sentences(
-    cluster: Cluster, operator: Operator, kop_namespace: str
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str
 ) -> None:
     """What a new user applies first: a Hugging Face model, export, dynamic INT8, no data."""
     from fixtures.models import minilm_path
 
-    out = operator.workdir / "out-minilm"
+    model = put_s3_tree(cluster, minilm_path(), bucket, "models/all-MiniLM-L6-v2")
     apply(
         cluster,
         kop_namespace,
         compression_job(
             "minilm",
-            model={
-                "uri": f"file://{minilm_path()}",
-                "format": "huggingface",
-                "task": "text-embedding",
-            },
+            model={"uri": model, "format": "huggingface", "task": "text-embedding"},
             steps=[{"export": {}}, {"quantize": {"mode": "dynamic"}}],
-            output={"uri": f"file://{out}"},
+            output={"uri": f"s3://{bucket}/out-minilm"},
         ),
     )
     body = wait_cj(cluster, kop_namespace, "minilm", phase_is("Succeeded", "Failed"), 900)
@@ -162,46 +250,50 @@ def test_the_smallest_minilm_manifest_succeeds_on_built_in_sentences(
     assert results["evaluationSamples"] >= 250
     assert results["metricName"] == "cosine" and results["metricDrop"] <= 0.01
     assert "built-in sentences" in status["message"] and "built-in sentences" in results["verdict"]
+    for artifact in status["artifacts"]:
+        assert s3_object_size(cluster, artifact["uri"]) == artifact["bytes"]
 
 
-def test_fp16_job_runs_on_the_gpu_node(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+def _pod_nodes_wide(cluster: Cluster, namespace: str) -> dict[str, str]:
+    """Pod name -> the NODE column of `kubectl get pods -o wide`."""
+    table = cluster.kubectl_run("get", "pods", "-n", namespace, "-o", "wide").stdout
+    header, *rows = table.splitlines()
+    at = header.index(" NODE ") + 1  # columns are aligned: a cell starts under its header
+    return {row.split()[0]: row[at:].split()[0] for row in rows}
+
+
+def test_fp16_recipes_land_on_gpu_0_and_int8_recipes_on_a_cpu_node(
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
 ) -> None:
-    out = operator.workdir / "out-fp16"
-    apply(
-        cluster,
-        kop_namespace,
-        compression_job("tiny-fp16", **recipe(tiny_model, out, {"quantize": {"mode": "fp16"}})),
-    )
-    body = wait_cj(
-        cluster,
-        kop_namespace,
-        "tiny-fp16",
-        lambda b: (b.get("status") or {}).get("runner", {}).get("node") is not None,
-        120,
-    )
-    assert body["status"]["runner"]["pool"] == "gpu"
-    assert body["status"]["runner"]["node"] == "gpu-0"
-    (pod, *_) = runner_pods(cluster, kop_namespace)
-    assert pod.spec.node_name == "gpu-0"
-    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
-    done = wait_cj(cluster, kop_namespace, "tiny-fp16", phase_is("Succeeded", "Failed"), 240)
-    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
+    """No spec.nodePool: the recipe's device class picks the pool, as status.runner and
+    `kubectl get pods -o wide` show."""
+    for name, mode in (("tiny-fp16", "fp16"), ("tiny-int8", "dynamic")):
+        spec = recipe(tiny_model, f"s3://{bucket}/out-{name}", {"quantize": {"mode": mode}})
+        apply(cluster, kop_namespace, compression_job(name, **spec))
+    fp16 = wait_cj(cluster, kop_namespace, "tiny-fp16", phase_is("Succeeded", "Failed"), RUN_S)
+    int8 = wait_cj(cluster, kop_namespace, "tiny-int8", phase_is("Succeeded", "Failed"), RUN_S)
+    for body in (fp16, int8):
+        assert body["status"]["phase"] == "Succeeded", body["status"]["message"]
+    assert fp16["status"]["runner"]["pool"] == "gpu" and fp16["status"]["runner"]["node"] == "gpu-0"
+    assert int8["status"]["runner"]["pool"] == "cpu"
+    assert int8["status"]["runner"]["node"] in ("cpu-0", "cpu-1")
+
+    wide = _pod_nodes_wide(cluster, kop_namespace)
+    by_job = {p.metadata.annotations["kondense.dev/compressionjob"]: p
+              for p in runner_pods(cluster, kop_namespace)}  # fmt: skip
+    assert wide[by_job["tiny-fp16"].metadata.name] == "gpu-0", wide
+    assert wide[by_job["tiny-int8"].metadata.name] in ("cpu-0", "cpu-1"), wide
+    assert by_job["tiny-fp16"].spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in (by_job["tiny-int8"].spec.containers[0].resources.limits or {})
 
 
 def test_bad_input_fails_with_the_runners_reason_and_is_not_retried(
-    cluster: Cluster, operator: Operator, kop_namespace: str
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str
 ) -> None:
-    missing = operator.workdir / "no-such-model.onnx"
-    apply(
-        cluster,
-        kop_namespace,
-        compression_job(
-            "bad-input",
-            **recipe(missing, operator.workdir / "out-bad", {"quantize": {"mode": "dynamic"}}),
-        ),
-    )
-    body = wait_cj(cluster, kop_namespace, "bad-input", phase_is("Succeeded", "Failed"), 120)
+    missing = f"s3://{bucket}/no-such-model.onnx"
+    spec = recipe(missing, f"s3://{bucket}/out-bad", {"quantize": {"mode": "dynamic"}})
+    apply(cluster, kop_namespace, compression_job("bad-input", **spec))
+    body = wait_cj(cluster, kop_namespace, "bad-input", phase_is("Succeeded", "Failed"), RUN_S)
     status = body["status"]
     assert status["phase"] == "Failed"
     assert status["reason"] == "BadInput"
@@ -211,31 +303,28 @@ def test_bad_input_fails_with_the_runners_reason_and_is_not_retried(
     (job,) = runner_jobs(cluster, kop_namespace)
     assert job.status.failed == 1 and any(c.type == "Failed" for c in job.status.conditions)
     assert len(runner_pods(cluster, kop_namespace)) == 1
-    assert "BadInput" in event_reasons(cluster, kop_namespace, "bad-input")
+    assert "BadInput" in event_reasons_with(cluster, kop_namespace, "bad-input", "BadInput")
 
 
 def test_transient_failure_is_retried_within_the_backoff_limit(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
 ) -> None:
-    apply(
-        cluster,
-        kop_namespace,
-        compression_job(
-            "flaky",
-            **recipe(tiny_model, operator.workdir / "out-flaky", {"export": {}}, nodePool="flaky"),
-        ),
-    )
-    body = wait_cj(cluster, kop_namespace, "flaky", phase_is("Succeeded", "Failed"), 240)
+    spec = recipe(tiny_model, f"s3://{bucket}/out-flaky", {"export": {}}, nodePool="flaky")
+    apply(cluster, kop_namespace, compression_job("flaky", **spec))
+    body = wait_cj(cluster, kop_namespace, "flaky", phase_is("Succeeded", "Failed"), RUN_S)
     assert body["status"]["phase"] == "Succeeded", body["status"]["message"]
     assert body["status"]["runner"]["attempts"] == 2
-    phases = sorted(p.status.phase for p in runner_pods(cluster, kop_namespace))
-    assert phases == ["Failed", "Succeeded"]
+    pods = runner_pods(cluster, kop_namespace)
+    assert sorted(p.status.phase for p in pods) == ["Failed", "Succeeded"]
+    (first,) = [p for p in pods if p.status.phase == "Failed"]
+    log = cluster.pod_log(kop_namespace, first.metadata.name, "runner")
+    assert "flaky: first attempt fails" in log
 
 
 def test_unschedulable_runner_pod_stalls_the_job_with_the_schedulers_message(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
 ) -> None:
-    spec = recipe(tiny_model, operator.workdir / "out-nowhere", {"export": {}}, nodePool="nowhere")
+    spec = recipe(tiny_model, f"s3://{bucket}/out-nowhere", {"export": {}}, nodePool="nowhere")
     apply(cluster, kop_namespace, compression_job("nowhere", **spec))
     waited = cluster.kubectl_run(
         "wait", "-n", kop_namespace, "--for=condition=Stalled", "--timeout=120s",
@@ -247,18 +336,18 @@ def test_unschedulable_runner_pod_stalls_the_job_with_the_schedulers_message(
     assert status["phase"] == "Pending" and status["reason"] == "Unschedulable"
     assert "didn't match Pod's node affinity/selector" in status["message"], status["message"]
     assert conditions(body)["Reconciling"]["status"] == "False"
-    assert "Unschedulable" in event_reasons(cluster, kop_namespace, "nowhere")
+    assert "Unschedulable" in event_reasons_with(cluster, kop_namespace, "nowhere", "Unschedulable")
     table = cluster.kubectl_run("get", "-n", kop_namespace, "compressionjobs", "-o", "wide")
     row = table.stdout.splitlines()[1]
     assert row.split()[1:3] == ["Pending", "Unschedulable"] and "node affinity/selector" in row
 
 
 def test_fp16_on_a_pool_without_a_gpu_fails_without_a_runner_job(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
 ) -> None:
     """The apiserver admits any pool name; the operator knows `slow` provides no GPU."""
     spec = recipe(
-        tiny_model, operator.workdir / "out-nogpu", {"quantize": {"mode": "fp16"}}, nodePool="slow"
+        tiny_model, f"s3://{bucket}/out-nogpu", {"quantize": {"mode": "fp16"}}, nodePool="slow"
     )
     apply(cluster, kop_namespace, compression_job("nogpu", **spec))
     body = wait_cj(cluster, kop_namespace, "nogpu", phase_is("Failed"), 60)
@@ -268,22 +357,24 @@ def test_fp16_on_a_pool_without_a_gpu_fails_without_a_runner_job(
     assert status["recipe"] == "fp16" and status["runner"]["attempts"] == 0
     assert conditions(body)["Stalled"]["status"] == "True"
     assert runner_jobs(cluster, kop_namespace) == []
-    assert "PoolLacksDevice" in event_reasons(cluster, kop_namespace, "nogpu")
+    assert "PoolLacksDevice" in event_reasons_with(
+        cluster, kop_namespace, "nogpu", "PoolLacksDevice"
+    )
 
 
 def test_operator_killed_mid_run_resumes_without_duplicate_jobs(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
 ) -> None:
     names = [f"resume-{i}" for i in range(3)]
     for name in names:
-        spec = recipe(tiny_model, operator.workdir / f"out-{name}", {"export": {}}, nodePool="slow")
+        spec = recipe(tiny_model, f"s3://{bucket}/out-{name}", {"export": {}}, nodePool="slow")
         apply(cluster, kop_namespace, compression_job(name, **spec))
     for name in names:
-        wait_cj(cluster, kop_namespace, name, phase_is("Running", "Succeeded"), 120)
+        wait_cj(cluster, kop_namespace, name, phase_is("Running", "Succeeded"), RUN_S)
     operator.kill()
     operator.start()
     for name in names:
-        body = wait_cj(cluster, kop_namespace, name, phase_is("Succeeded", "Failed"), 240)
+        body = wait_cj(cluster, kop_namespace, name, phase_is("Succeeded", "Failed"), RUN_S)
         assert body["status"]["phase"] == "Succeeded", body["status"]["message"]
     assert sorted(j.metadata.name for j in runner_jobs(cluster, kop_namespace)) == [
         f"{name}-g1" for name in names
@@ -292,13 +383,13 @@ def test_operator_killed_mid_run_resumes_without_duplicate_jobs(
 
 
 def test_deleting_a_running_job_leaves_no_runner_job_or_pod(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
 ) -> None:
     from kubernetes import client
 
-    spec = recipe(tiny_model, operator.workdir / "out-del", {"export": {}}, nodePool="sleepy")
+    spec = recipe(tiny_model, f"s3://{bucket}/out-del", {"export": {}}, nodePool="sleepy")
     apply(cluster, kop_namespace, compression_job("doomed", **spec))
-    wait_cj(cluster, kop_namespace, "doomed", phase_is("Running"), 120)
+    wait_cj(cluster, kop_namespace, "doomed", phase_is("Running"), RUN_S)
     client.CustomObjectsApi(cluster.api_client).delete_namespaced_custom_object(
         GROUP, VERSION, kop_namespace, PLURAL, "doomed"
     )
@@ -329,13 +420,13 @@ def _wait_empty(list_fn: Any, namespace: str, timeout: float = 90) -> None:
 
 
 def test_editing_the_spec_reruns_it_and_observed_generation_follows(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
 ) -> None:
     from kubernetes import client
 
-    spec = recipe(tiny_model, operator.workdir / "out-edit", {"export": {}}, nodePool="sleepy")
+    spec = recipe(tiny_model, f"s3://{bucket}/out-edit", {"export": {}}, nodePool="sleepy")
     apply(cluster, kop_namespace, compression_job("edited", **spec))
-    first = wait_cj(cluster, kop_namespace, "edited", phase_is("Running"), 120)
+    first = wait_cj(cluster, kop_namespace, "edited", phase_is("Running"), RUN_S)
     assert first["status"]["observedGeneration"] == 1
     client.CustomObjectsApi(cluster.api_client).patch_namespaced_custom_object(
         GROUP, VERSION, kop_namespace, PLURAL, "edited", {"spec": {"timeoutSeconds": 1200}}
@@ -348,7 +439,7 @@ def test_editing_the_spec_reruns_it_and_observed_generation_follows(
             (b.get("status") or {}).get("observedGeneration") == 2
             and b["status"]["phase"] == "Running"
         ),
-        120,
+        RUN_S,
     )
     assert second["metadata"]["generation"] == 2
     assert second["status"]["runner"]["job"] == "edited-g2"
@@ -376,15 +467,15 @@ def _wait_gone(cluster: Cluster, namespace: str, job_name: str, timeout: float =
 
 
 def test_runner_job_deleted_by_hand_mid_run_ends_the_generation_without_a_second_job(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
 ) -> None:
     """One runner Job per (uid, generation), ever: the operator does not run a recipe a second
     time behind the user's back; it says what happened and how to run it again."""
     from kubernetes import client
 
-    spec = recipe(tiny_model, operator.workdir / "out-lost", {"export": {}}, nodePool="sleepy")
+    spec = recipe(tiny_model, f"s3://{bucket}/out-lost", {"export": {}}, nodePool="sleepy")
     apply(cluster, kop_namespace, compression_job("lost-job", **spec))
-    wait_cj(cluster, kop_namespace, "lost-job", phase_is("Running"), 120)
+    wait_cj(cluster, kop_namespace, "lost-job", phase_is("Running"), RUN_S)
     batch = client.BatchV1Api(cluster.api_client)
     batch.delete_namespaced_job("lost-job-g1", kop_namespace, propagation_policy="Background")
     body = wait_cj(cluster, kop_namespace, "lost-job", phase_is("Failed"), 60)
@@ -392,45 +483,21 @@ def test_runner_job_deleted_by_hand_mid_run_ends_the_generation_without_a_second
     assert "lost-job-g1" in body["status"]["message"] and "spec" in body["status"]["message"]
     _wait_gone(cluster, kop_namespace, "lost-job-g1")
     assert runner_jobs(cluster, kop_namespace) == []
-    assert "RunnerJobDeleted" in event_reasons(cluster, kop_namespace, "lost-job")
+    assert "RunnerJobDeleted" in event_reasons_with(
+        cluster, kop_namespace, "lost-job", "RunnerJobDeleted"
+    )
 
 
 def test_pvc_uris_are_mounted_for_the_runner(
     cluster: Cluster, operator: Operator, kop_namespace: str
 ) -> None:
-    """pvc://claim/path: the claim is mounted under the runner's KONDENSE_PVC_ROOT."""
+    """pvc://claim/path: the claim (a PersistentVolume bound to it) is mounted under the
+    runner's KONDENSE_PVC_ROOT; the model is read from it and the output written to it."""
     from kubernetes import client
 
-    core = client.CoreV1Api(cluster.api_client)
-    volume = operator.workdir / f"pv-{kop_namespace}"
-    volume.mkdir()
-    build_tiny_onnx(volume / "tiny.onnx")
-    pv_name = f"{kop_namespace}-models"
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": pv_name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "hostPath": {"path": str(volume)},
-                "claimRef": {"namespace": kop_namespace, "name": "models"},
-            },
-        }
-    )
+    volume = cluster.make_volume(kop_namespace, "models")
     try:
-        core.create_namespaced_persistent_volume_claim(
-            kop_namespace,
-            {
-                "metadata": {"name": "models"},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "",
-                    "volumeName": pv_name,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-        )
+        build_tiny_onnx(volume / "tiny.onnx")
         spec = {
             "model": {"uri": "pvc://models/tiny.onnx", "format": "onnx", "inputs": TINY_INPUTS},
             "steps": [{"quantize": {"mode": "dynamic"}}],
@@ -438,13 +505,19 @@ def test_pvc_uris_are_mounted_for_the_runner(
             "output": {"uri": "pvc://models/out"},
         }
         apply(cluster, kop_namespace, compression_job("on-pvc", **spec))
-        body = wait_cj(cluster, kop_namespace, "on-pvc", phase_is("Succeeded", "Failed"), 240)
+        body = wait_cj(cluster, kop_namespace, "on-pvc", phase_is("Succeeded", "Failed"), RUN_S)
         assert body["status"]["phase"] == "Succeeded", body["status"]["message"]
         written = {a["name"]: a["bytes"] for a in body["status"]["artifacts"]}
+        assert written
         for name, size in written.items():
-            assert (volume / "out" / name).stat().st_size == size
+            path = volume / "out" / name
+            assert path.stat().st_size == size
+            assert path.stat().st_uid == 65532  # written by the runner, as the image's user
     finally:
-        core.delete_persistent_volume(pv_name)
+        client.CoreV1Api(cluster.api_client).delete_namespaced_persistent_volume_claim(
+            "models", kop_namespace
+        )
+        cluster.delete_volumes(kop_namespace)
 
 
 def reconcile_once(
@@ -467,26 +540,26 @@ def reconcile_once(
     return body
 
 
-def _succeeded(cluster: Cluster, operator: Operator, namespace: str, name: str) -> dict[str, Any]:
+def _succeeded(cluster: Cluster, namespace: str, name: str, model: str) -> dict[str, Any]:
+    bucket = model.removeprefix("s3://").split("/", 1)[0]
     spec = recipe(
-        operator.workdir / "tiny.onnx", operator.workdir / f"out-{namespace}-{name}",
-        {"quantize": {"mode": "dynamic"}}, nodePool="cpu",
-    )  # fmt: skip
+        model, f"s3://{bucket}/out-{name}", {"quantize": {"mode": "dynamic"}}, nodePool="cpu"
+    )
     apply(cluster, namespace, compression_job(name, **spec))
-    body = wait_cj(cluster, namespace, name, phase_is("Succeeded", "Failed"), 240)
+    body = wait_cj(cluster, namespace, name, phase_is("Succeeded", "Failed"), RUN_S)
     assert body["status"]["phase"] == "Succeeded", body["status"]["message"]
     assert body["status"]["results"] and body["status"]["artifacts"]
     return body
 
 
 def test_results_survive_the_deletion_of_a_finished_jobs_runner_pod(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: str
 ) -> None:
     """Pod GC, node scale-down or a manual delete: the DELETED event reconciles a finished Job
     whose pod (and so its termination message) is gone. The result is kept."""
     from kubernetes import client
 
-    done = _succeeded(cluster, operator, kop_namespace, "pod-gone")
+    done = _succeeded(cluster, kop_namespace, "pod-gone", tiny_model)
     core = client.CoreV1Api(cluster.api_client)
     for pod in runner_pods(cluster, kop_namespace):
         core.delete_namespaced_pod(pod.metadata.name, kop_namespace, grace_period_seconds=0)
@@ -496,11 +569,11 @@ def test_results_survive_the_deletion_of_a_finished_jobs_runner_pod(
 
 
 def test_a_pool_removed_from_the_config_leaves_a_finished_job_as_it_was(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: str
 ) -> None:
     from kubernetes import client
 
-    done = _succeeded(cluster, operator, kop_namespace, "pool-gone")
+    done = _succeeded(cluster, kop_namespace, "pool-gone", tiny_model)
     client.BatchV1Api(cluster.api_client).delete_namespaced_job(
         "pool-gone-g1", kop_namespace, propagation_policy="Background"
     )
@@ -529,16 +602,17 @@ def _wait_cj_gone(cluster: Cluster, namespace: str, name: str, timeout: float = 
 
 
 def test_a_job_left_by_an_earlier_compressionjob_of_the_same_name_is_not_adopted(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
 ) -> None:
     """Deleted and recreated under the same name while the old runner Job lingers (here: the
     old one orphaned it): creating `<name>-g1` answers 409, and that Job is not this one's."""
     from kubernetes import client
 
     custom = client.CustomObjectsApi(cluster.api_client)
-    sleepy = recipe(tiny_model, operator.workdir / "out-reborn", {"export": {}}, nodePool="sleepy")
+    out = f"s3://{bucket}/out-reborn"
+    sleepy = recipe(tiny_model, out, {"export": {}}, nodePool="sleepy")
     old = apply(cluster, kop_namespace, compression_job("reborn", **sleepy))
-    wait_cj(cluster, kop_namespace, "reborn", phase_is("Running"), 120)
+    wait_cj(cluster, kop_namespace, "reborn", phase_is("Running"), RUN_S)
     custom.delete_namespaced_custom_object(
         GROUP, VERSION, kop_namespace, PLURAL, "reborn", propagation_policy="Orphan"
     )
@@ -548,17 +622,17 @@ def test_a_job_left_by_an_earlier_compressionjob_of_the_same_name_is_not_adopted
         namespace=kop_namespace,
     )
     _wait_cj_gone(cluster, kop_namespace, "reborn")  # the orphan finalizer lets it go
-    quick = recipe(tiny_model, operator.workdir / "out-reborn", {"export": {}}, nodePool="cpu")
+    quick = recipe(tiny_model, out, {"export": {}}, nodePool="cpu")
     new = apply(cluster, kop_namespace, compression_job("reborn", **quick))
     assert new["metadata"]["uid"] != old["metadata"]["uid"]
-    body = wait_cj(cluster, kop_namespace, "reborn", phase_is("Succeeded", "Failed"), 180)
+    body = wait_cj(cluster, kop_namespace, "reborn", phase_is("Succeeded", "Failed"), RUN_S)
     assert body["status"]["phase"] == "Succeeded", body["status"]
     (job,) = runner_jobs(cluster, kop_namespace)
     assert job.metadata.labels["kondense.dev/compressionjob-uid"] == new["metadata"]["uid"]
 
 
 def test_a_runner_job_the_apiserver_refuses_fails_the_job_with_its_words(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
 ) -> None:
     """Here a ResourceQuota allows no Jobs (403 'exceeded quota'): retrying cannot help, so
     the job ends Failed/JobRejected instead of being retried forever without a status."""
@@ -573,7 +647,7 @@ def test_a_runner_job_the_apiserver_refuses_fails_the_job_with_its_words(
         lambda quota: quota.status and quota.status.hard,
         namespace=kop_namespace,
     )
-    spec = recipe(tiny_model, operator.workdir / "out-quota", {"export": {}}, nodePool="cpu")
+    spec = recipe(tiny_model, f"s3://{bucket}/out-quota", {"export": {}}, nodePool="cpu")
     apply(cluster, kop_namespace, compression_job("over-quota", **spec))
     body = wait_cj(cluster, kop_namespace, "over-quota", phase_is("Failed"), 60)
     status = body["status"]
@@ -581,11 +655,11 @@ def test_a_runner_job_the_apiserver_refuses_fails_the_job_with_its_words(
     assert "exceeded quota" in status["message"] and "count/jobs.batch" in status["message"]
     assert conditions(body)["Stalled"]["status"] == "True"
     assert runner_jobs(cluster, kop_namespace) == []
-    assert "JobRejected" in event_reasons(cluster, kop_namespace, "over-quota")
+    assert "JobRejected" in event_reasons_with(cluster, kop_namespace, "over-quota", "JobRejected")
 
 
 def test_a_job_kondense_did_not_create_in_the_way_stalls_the_job_with_its_name(
-    cluster: Cluster, operator: Operator, kop_namespace: str, tiny_model: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, bucket: str, tiny_model: str
 ) -> None:
     from kubernetes import client
 
@@ -599,19 +673,19 @@ def test_a_job_kondense_did_not_create_in_the_way_stalls_the_job_with_its_name(
                 "template": {
                     "spec": {
                         "restartPolicy": "Never",
-                        "containers": [{"name": "c", "image": "kondense-runner-cpu:test"}],
+                        "containers": [{"name": "c", "image": cluster.image("pause")}],
                     }
                 },
             },
         },
     )
-    spec = recipe(tiny_model, operator.workdir / "out-squat", {"export": {}}, nodePool="cpu")
+    spec = recipe(tiny_model, f"s3://{bucket}/out-squat", {"export": {}}, nodePool="cpu")
     apply(cluster, kop_namespace, compression_job("squatted", **spec))
     body = wait_cj(cluster, kop_namespace, "squatted", lambda b: conditions_true(b, "Stalled"), 60)
     assert body["status"]["reason"] == "JobNameTaken", body["status"]
     assert "squatted-g1" in body["status"]["message"]
     batch.delete_namespaced_job("squatted-g1", kop_namespace, propagation_policy="Background")
-    done = wait_cj(cluster, kop_namespace, "squatted", phase_is("Succeeded", "Failed"), 180)
+    done = wait_cj(cluster, kop_namespace, "squatted", phase_is("Succeeded", "Failed"), RUN_S)
     assert done["status"]["phase"] == "Succeeded", done["status"]
 
 

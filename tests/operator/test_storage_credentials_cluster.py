@@ -1,12 +1,14 @@
 """Storage credentials per namespace and cluster URIs, on the local control plane (issue #13
 items 1 and 4): a job's own Secret reaches its runner pod by envFrom (the operator, which may
 not read Secrets, never sees it) and the runner reads and writes S3 (moto) with it; a file://
-URI on a pool without workingDir fails at reconcile, before any runner Job exists."""
+URI on a pool without workingDir fails at reconcile, before any runner Job exists.
+
+The storage is the cluster's S3 server (moto's, a Service in kube-system): runner pods reach
+it at `cluster.s3_in_cluster`, this process at `cluster.s3_url`."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +20,6 @@ from fixtures.operator_cluster import Operator, compression_job, phase_is, wait_
 pytestmark = pytest.mark.cluster
 
 QUICK = {"requireSpeedup": False, "maxMetricDrop": 1.0, "warmup": 1, "runs": 5}
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1 (runner pods are processes on this machine)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> None:
@@ -47,21 +37,23 @@ def runner_jobs(cluster: Cluster, namespace: str) -> list[Any]:
 
 
 def test_a_jobs_own_secret_reaches_its_runner_which_reads_and_writes_s3_with_it(
-    cluster: Cluster, operator: Operator, kop_namespace: str, s3: str, tmp_path: Path
+    cluster: Cluster, operator: Operator, kop_namespace: str, tmp_path: Path
 ) -> None:
     import boto3
     from kubernetes import client
 
     keys = {"aws_access_key_id": "team-a", "aws_secret_access_key": "team-a-secret"}
-    bucket = boto3.client("s3", endpoint_url=s3, region_name="us-east-1", **keys)
-    bucket.create_bucket(Bucket="team-a")
+    s3 = boto3.client("s3", endpoint_url=cluster.s3_url, region_name="us-east-1", **keys)
+    team = f"team-a-{kop_namespace}"  # a bucket of this test's own on the shared server
+    s3.create_bucket(Bucket=team)
     model = build_tiny_onnx(tmp_path / "model.onnx")
-    bucket.upload_file(str(model), "team-a", "models/tiny.onnx")
-    # Only the Secret says where the storage is: without it the runner could not find it.
+    s3.upload_file(str(model), team, "models/tiny.onnx")
+    # Only the Secret says where the storage is (the `cloud` pool's env has no endpoint and no
+    # keys): without it the runner could not find it.
     secret = {
         "AWS_ACCESS_KEY_ID": "team-a",
         "AWS_SECRET_ACCESS_KEY": "team-a-secret",
-        "AWS_ENDPOINT_URL": s3,
+        "AWS_ENDPOINT_URL": cluster.s3_in_cluster,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     client.CoreV1Api(cluster.api_client).create_namespaced_secret(
@@ -73,23 +65,23 @@ def test_a_jobs_own_secret_reaches_its_runner_which_reads_and_writes_s3_with_it(
     )
     spec = {
         "model": {
-            "uri": "s3://team-a/models/tiny.onnx",
+            "uri": f"s3://{team}/models/tiny.onnx",
             "inputs": [{"name": "x", "shape": [1, 16]}],
         },
         "steps": [{"quantize": {"mode": "dynamic"}}],
         "evaluation": QUICK,
-        "output": {"uri": "s3://team-a/out/tiny"},
+        "output": {"uri": f"s3://{team}/out/tiny"},
         "nodePool": "cloud",
         "storage": {"secretRef": {"name": "team-a-s3"}},
     }
     apply(cluster, kop_namespace, compression_job("with-secret", **spec))
-    body = wait_cj(cluster, kop_namespace, "with-secret", phase_is("Succeeded", "Failed"), 240)
+    body = wait_cj(cluster, kop_namespace, "with-secret", phase_is("Succeeded", "Failed"), 300)
     assert body["status"]["phase"] == "Succeeded", body["status"]
     (job,) = runner_jobs(cluster, kop_namespace)
     container = job.spec.template.spec.containers[0]
     assert [source.secret_ref.name for source in container.env_from] == ["team-a-s3"]
     assert not any(e.name.startswith("AWS_") for e in container.env), "nothing copied in"
-    listed = bucket.list_objects_v2(Bucket="team-a", Prefix="out/tiny/")["Contents"]
+    listed = s3.list_objects_v2(Bucket=team, Prefix="out/tiny/")["Contents"]
     assert "out/tiny/report.json" in {o["Key"] for o in listed}
 
 

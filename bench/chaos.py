@@ -11,9 +11,10 @@ the operators and the apiserver adds latency, resets connections and stalls them
 It prints the kills survived, jobs lost, duplicate Jobs, terminal regressions, vanished results
 and the time to recover; every count but the kills must be 0 (exit 1 otherwise). The invariants
 are checked by tests/fixtures/operator_cluster.py's History, from watches that go straight to
-the apiserver. Most jobs run a cheap runner (a shell that writes a small valid Outcome to the
-termination log): this measures the operator, not the compression; a few run real recipes.
-tests/operator/test_chaos.py runs a reduced plan in `make test`.
+the apiserver. Every runner is a real pod of the runner image on the cluster's nodes. Most run
+a cheap command (a shell that writes a small valid Outcome to the termination log): this
+measures the operator, not the compression; a few run real recipes on a model in the cluster's
+S3 server. tests/operator/test_chaos.py runs a reduced plan in `make test`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from fixtures.cluster import free_port  # noqa: E402
+from fixtures.cluster import Cluster, free_port, wait_default_service_account  # noqa: E402
 from fixtures.operator_cluster import (  # noqa: E402
     CHILDREN,
     GROUP,
@@ -50,12 +51,16 @@ from fixtures.operator_cluster import (  # noqa: E402
     History,
     _status_problems,
     apply_crd,
+    local_cluster,
+    pull_runner_image,
+    runner_pools,
 )
 
 STATE_DIR = REPO / ".cluster"
 KUBECONFIG = STATE_DIR / "kubeconfig"
 TOXIPROXY_BUILD = REPO / "tests" / "cluster" / "toxiproxy" / "build.sh"
-RUNNER = "exec kondense run --job-env KONDENSE_JOB --termination-log /dev/termination-log"
+# The cheap runner's pods: a shell, a sleep and a printf.
+CHEAP_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}
 
 
 @dataclass
@@ -140,21 +145,18 @@ def quick_outcome() -> str:
     return termination_message(outcome)
 
 
-def pool_config(workdir: Path, plan: Plan, with_legacy: bool) -> dict[str, Any]:
-    cpu = {"nodeSelector": {"kondense.dev/pool": "cpu"}, "image": "kondense-runner-cpu:chaos"}
-    common = {"workingDir": str(workdir), "env": {"HF_HUB_OFFLINE": "1"}}
+def pool_config(cluster: Cluster, plan: Plan, with_legacy: bool) -> dict[str, Any]:
+    """The cluster's cpu pool (real recipes) and the cheap pools, all in the runner image."""
+    cpu = runner_pools(cluster)["cpu"]
+    cheap = {**cpu, "resources": CHEAP_RESOURCES}
     write = f"printf '%s' '{quick_outcome()}' > /dev/termination-log"
     pools: dict[str, Any] = {
-        "cpu": {**cpu, **common},
-        "quick": {
-            **cpu,
-            **common,
-            "command": ["sh", "-c", f"sleep {plan.quick_runner_s}; {write}"],
-        },
+        "cpu": cpu,
+        "quick": {**cheap, "command": ["sh", "-c", f"sleep {plan.quick_runner_s}; {write}"]},
     }
     if with_legacy:
         command = ["sh", "-c", f"sleep {plan.legacy_runner_s}; {write}"]
-        pools["legacy"] = {**cpu, **common, "command": command}
+        pools["legacy"] = {**cheap, "command": command}
     return {"backoffLimit": 2, "pools": pools}
 
 
@@ -346,13 +348,13 @@ def quick_spec(name: str, pool: str) -> dict[str, Any]:
     }
 
 
-def real_spec(model: Path, out: Path) -> dict[str, Any]:
+def real_spec(model: str, out: str) -> dict[str, Any]:
     inputs = [{"name": "x", "shape": [1, 16]}]
     return {
-        "model": {"uri": f"file://{model}", "format": "onnx", "inputs": inputs},
+        "model": {"uri": model, "format": "onnx", "inputs": inputs},
         "steps": [{"quantize": {"mode": "dynamic"}}],
         "evaluation": {"requireSpeedup": False, "maxMetricDrop": 1.0, "warmup": 2, "runs": 20},
-        "output": {"uri": f"file://{out}"},
+        "output": {"uri": out},
     }  # fmt: skip
 
 
@@ -363,6 +365,7 @@ def run(plan: Plan, log: Callable[[str], None] = print) -> Figures:
 
     rng = random.Random(plan.seed)
     api_client = config.new_client_from_config(config_file=str(KUBECONFIG))
+    cluster = local_cluster(api_client)
     core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
     apply_crd()
@@ -371,11 +374,18 @@ def run(plan: Plan, log: Callable[[str], None] = print) -> Figures:
     core.create_namespace({"metadata": {"name": namespace, "labels": labels}})
     workdir = Path(tempfile.mkdtemp(prefix="chaos-", dir=REPO / "build"))
     log(f"namespace {namespace}, logs in {workdir}")
-    model = build_tiny_onnx(workdir / "tiny.onnx") if plan.real else None
+    wait_default_service_account(cluster, namespace)
+    log(f"the runner image is on every node after {pull_runner_image(cluster, namespace):.0f} s")
+    # The real recipes' model, in the cluster's S3 server (a bucket named like the namespace).
+    model = (
+        cluster.put_s3(build_tiny_onnx(workdir / "tiny.onnx"), namespace, "tiny.onnx")
+        if plan.real
+        else ""
+    )
     configs = {}
     for with_legacy in (True, False):
         path = workdir / f"config-{'full' if with_legacy else 'without-legacy'}.yaml"
-        path.write_text(yaml.safe_dump(pool_config(workdir, plan, with_legacy)))
+        path.write_text(yaml.safe_dump(pool_config(cluster, plan, with_legacy)))
         configs[with_legacy] = path
     current_config = [configs[True]]
     figures = Figures(jobs=plan.jobs)
@@ -502,7 +512,7 @@ def run(plan: Plan, log: Callable[[str], None] = print) -> Figures:
     for i in range(plan.jobs):
         if i < plan.real:
             name = f"real-{i:03d}"
-            spec = real_spec(model, workdir / f"out-{name}")  # type: ignore[arg-type]
+            spec = real_spec(model, f"s3://{namespace}/out-{name}")
         elif i < plan.real + plan.legacy:
             name = f"legacy-{i:03d}"
             spec = quick_spec(name, "legacy")

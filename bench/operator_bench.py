@@ -4,8 +4,9 @@ apply -> status Running, and read the operator's peak RSS, all from the same run
     make bench-operator            # N=100 against the local control plane (make cluster-up)
     python bench/operator_bench.py --jobs 100 [--json out.json]
 
-Runner pods are cheap on purpose (a `bench` pool whose command sleeps a few seconds): this
-measures the operator and the control plane, not the compression.
+Runner pods are real pods of the runner image on the cluster's nodes, cheap on purpose (the
+cpu pool's command sleeps a few seconds): this measures the operator, the control plane and
+the kubelets starting pods, not the compression.
 """
 
 from __future__ import annotations
@@ -31,7 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 KUBECONFIG = REPO / ".cluster" / "kubeconfig"
 sys.path.insert(0, str(REPO / "tests"))
 
-from fixtures.operator_cluster import GROUP, PLURAL, VERSION, apply_crd  # noqa: E402
+from fixtures.cluster import Cluster, wait_default_service_account  # noqa: E402
+from fixtures.operator_cluster import (  # noqa: E402
+    GROUP,
+    PLURAL,
+    VERSION,
+    apply_crd,
+    local_cluster,
+    pull_runner_image,
+    runner_pools,
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -54,16 +64,10 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_operator(workdir: Path, namespace: str) -> subprocess.Popen[bytes]:
-    config = {
-        "pools": {
-            "cpu": {
-                "nodeSelector": {"kondense.dev/pool": "cpu"},
-                "image": "kondense-runner-cpu:bench",
-                "command": ["sleep", "5"],
-            }
-        }
-    }
+def start_operator(cluster: Cluster, workdir: Path, namespace: str) -> subprocess.Popen[bytes]:
+    cheap = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}
+    cpu = runner_pools(cluster)["cpu"]
+    config = {"pools": {"cpu": {**cpu, "resources": cheap, "command": ["sleep", "5"]}}}
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     health = 18000 + os.getpid() % 1000
     process = subprocess.Popen(
@@ -100,13 +104,17 @@ def main() -> None:
     from kubernetes import client, config, watch
 
     api_client = config.new_client_from_config(config_file=str(KUBECONFIG))
+    cluster = local_cluster(api_client)
     core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
     apply_crd()
     namespace = f"kbench-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
+    wait_default_service_account(cluster, namespace)
+    pulled = pull_runner_image(cluster, namespace)
+    print(f"the runner image is on every node after {pulled:.0f} s", file=sys.stderr)
     workdir = Path(tempfile.mkdtemp(prefix="kondense-bench-"))
-    operator = start_operator(workdir, namespace)
+    operator = start_operator(cluster, workdir, namespace)
     applied: dict[str, float] = {}
     job_seen: dict[str, float] = {}
     running: dict[str, float] = {}

@@ -30,16 +30,30 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "images"))
 
 import netns  # noqa: E402
 import nodes as node_setup  # noqa: E402
 
-import build as images  # noqa: E402  (images/build.py)
+
+def _images_module() -> ModuleType:
+    """images/build.py, loaded by path: a module named `build` would be ambiguous (PyPI's
+    `build`, the ignored build/ folder)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kondense_images", REPO / "images" / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+images = _images_module()
 
 STATE_DIR = REPO / ".cluster"
 STATE_FILE = STATE_DIR / "state.json"

@@ -613,7 +613,6 @@ def up() -> None:
     internal = f"https://{APISERVER}"
     write_kubeconfig(STATE_DIR / "kubeconfig-internal", internal, pki / "ca.crt", {"token": token})
     (STATE_DIR / "registry.yml").write_text(registry_config())
-    prune_registry(tools)
     (STATE_DIR / "Corefile").write_text(corefile())
     state = {
         "slot": slot,
@@ -705,11 +704,18 @@ def current_images() -> set[str]:
     return {f"{node_setup.REGISTRY}/{e['ref']}" for e in built.values() if e.get("built")}
 
 
-def prune_registry(tools: dict[str, Path]) -> None:
-    """Untag what the registry holds beyond the current builds, then collect the garbage with
-    the registry's own offline collector (the registry is not running yet)."""
-    keep = {ref.split("/", 1)[1] for ref in current_images()}
-    root = Path(yaml_value(registry_config(), "rootdirectory"))
+def prune_registry(state: dict) -> None:
+    """Untag what the registry holds beyond the images this cluster was loaded with and the
+    current builds, then collect the garbage with the registry's own offline collector. Run
+    once the registry has stopped (at `down`), after every current image was pushed: the
+    layers those share with older builds stay."""
+    argv = state.get("argv", {}).get("registry")
+    config = STATE_DIR / "registry.yml"
+    if not argv or not config.exists():
+        return
+    loaded = {ref.split("/", 1)[1] for ref in state.get("images", {}).values()}
+    keep = loaded | {ref.split("/", 1)[1] for ref in current_images()}
+    root = Path(yaml_value(config.read_text(), "rootdirectory"))
     repositories = root / "docker" / "registry" / "v2" / "repositories"
     removed = 0
     for tags in repositories.glob("**/_manifests/tags"):
@@ -719,9 +725,9 @@ def prune_registry(tools: dict[str, Path]) -> None:
                 shutil.rmtree(tag)
                 removed += 1
     if removed:
-        config = STATE_DIR / "registry.yml"
+        binary = argv[argv.index("--") + 1]  # the command after nsenter's
         subprocess.run(
-            [str(tools["registry"]), "garbage-collect", "--delete-untagged", str(config)],
+            [binary, "garbage-collect", "--delete-untagged", str(config)],
             capture_output=True,
             check=False,
         )
@@ -748,6 +754,7 @@ def stop(state: dict) -> None:
         node_setup.clean(node)
     for name in CONTROL_PLANE[::-1]:
         stop_process(name, state["pids"].get(name))
+    prune_registry(state)
     if slot is not None:
         netns.delete(slot, [n.name for n in node_list])
         # Test volumes (hostPath PersistentVolumes, tests/fixtures/cluster.py make_volume).

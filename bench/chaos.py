@@ -542,8 +542,9 @@ def run(plan: Plan, log: Callable[[str], None] = print) -> Figures:
 
     def remove_pool() -> None:
         """Restart every replica with the configuration that lacks the legacy pool, once the
-        legacy jobs' runner Jobs exist."""
-        deadline = time.monotonic() + plan.period_s
+        legacy jobs' runner Jobs exist (before that, losing the pool fails them rightly with
+        UnknownNodePool: a different case, and kills and latency can delay the Jobs)."""
+        deadline = time.monotonic() + plan.timeout_s
         while time.monotonic() < deadline and not stop.is_set():
             jobs = batch.list_namespaced_job(
                 namespace, label_selector="kondense.dev/pool=legacy"

@@ -537,7 +537,14 @@ def prepull(state: dict, node_list: list[node_setup.Node]) -> None:
                     "restartPolicy": "Never",
                     "tolerations": [{"operator": "Exists"}],
                     "containers": [
-                        {"name": "pull", "image": ref, "command": ["python3", "-c", "pass"]}
+                        {
+                            "name": "pull",
+                            "image": ref,
+                            # Resolved through the CRI every time: cheap when the layers are
+                            # there, and it restores the repository digest kubelet reports.
+                            "imagePullPolicy": "Always",
+                            "command": ["python3", "-c", "pass"],
+                        }
                     ],
                 },
             }

@@ -268,12 +268,16 @@ def share_image_layers(node_list: list[Node]) -> None:
 
 def prune_images(node: Node, keep: set[str]) -> None:
     """Remove the images this node's containerd holds beyond `keep` (full names), so the
-    store kept across clusters holds only the current builds."""
+    store kept across clusters holds only the current builds. The references CRI adds for a
+    kept image (its repository digest, its id) stay: kubelet reports the digest as imageID."""
     ctr = ["ctr", "--address", str(node.socket), "--namespace", "k8s.io"]
-    listed = subprocess.run([*ctr, "images", "ls", "-q"], capture_output=True, text=True)
-    # Digest and image-id references CRI adds go too; the kept names hold their content.
-    stale = [ref for ref in listed.stdout.split() if ref not in keep]
-    if listed.returncode == 0 and stale:
+    listed = subprocess.run([*ctr, "images", "ls"], capture_output=True, text=True)
+    if listed.returncode != 0:
+        return
+    rows = [line.split() for line in listed.stdout.splitlines()[1:] if line.strip()]
+    kept_digests = {row[2] for row in rows if row[0] in keep}
+    stale = [row[0] for row in rows if row[0] not in keep and row[2] not in kept_digests]
+    if stale:
         subprocess.run([*ctr, "images", "rm", "--sync", *stale], capture_output=True)
 
 

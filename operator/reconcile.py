@@ -295,6 +295,11 @@ class Reconciler:
         try:
             pool_name, pool = select_node_pool(spec, self.config)
         except PoolError as error:
+            if job is None and fresh:
+                # Fresh skipped the listing; a killed operator may have created the Job before
+                # the pool left the configuration. Look before failing what already runs.
+                jobs = self._owned_jobs(namespace, meta["uid"])
+                job = next((j for j in jobs if j["metadata"]["name"] == job_name), None)
             if job is None:
                 failure = operator_failure(
                     cj, spec, spec.node_pool or "", error.reason, str(error), now

@@ -582,6 +582,37 @@ def test_a_pool_removed_from_the_config_leaves_a_finished_job_as_it_was(
     assert after["status"] == done["status"]
 
 
+def test_a_runner_job_created_before_its_pool_left_the_config_is_adopted(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
+    """An operator killed between creating the runner Job and writing the first status, then
+    restarted without the job's pool: the job has no status, but its Job runs, so it is
+    reported as running on the pool its Job names, not failed with UnknownNodePool. (In a
+    namespace the operator does not watch; the Job is suspended so that no pod starts.)"""
+    from kubernetes import client
+
+    from kondense.operator.config import parse_config
+    from kondense.operator.jobs import build_runner_job
+    from kondense.operator.reconcile import parse_spec
+
+    spec = recipe("s3://nowhere/tiny.onnx", "s3://nowhere/out", {"export": {}}, nodePool="cpu")
+    cj = apply(cluster, namespace, compression_job("orphaned", **spec))
+    document = yaml.safe_load(operator.config.read_text())
+    config = parse_config(document, str(operator.config), operator.config.parent)
+    parsed = parse_spec(cj)
+    assert not isinstance(parsed, str), parsed
+    manifest = build_runner_job(
+        cj["metadata"], parsed, "cpu", config.pools["cpu"], config.backoff_limit, created=0.0
+    )
+    manifest["spec"]["suspend"] = True
+    client.BatchV1Api(cluster.api_client).create_namespaced_job(namespace, manifest)
+    after = reconcile_once(cluster, operator, namespace, "orphaned", drop_pool="cpu")
+    status = after["status"]
+    assert status["phase"] not in ("Failed", "Succeeded"), status
+    assert status["runner"]["job"] == "orphaned-g1"
+    assert status["runner"]["pool"] == "cpu"
+
+
 def _wait_cj_gone(cluster: Cluster, namespace: str, name: str, timeout: float = 60) -> None:
     import time
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from kondense.api.outcome import Results
+from kondense.runners.progress import StageClock, figures
 
 if TYPE_CHECKING:
     from kondense.runners.pareto import Point
@@ -28,27 +29,28 @@ def summary(results: Results | None) -> str:
 
 
 class ConsoleProgress:
-    """Progress for long steps: a rich spinner on a terminal, plain log lines otherwise."""
+    """Progress for long steps: a rich bar with an estimate on a terminal; plain log lines at a
+    bounded rate otherwise (a pod's log), as runners/progress.py decides."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, interval: float | None = None) -> None:
         self._live: Any = None
         self._task: Any = None
-        self._last = ""
+        self._stage = StageClock() if interval is None else StageClock(interval=interval)
 
     def __enter__(self) -> ConsoleProgress:
         if err.is_terminal:
-            from rich.progress import BarColumn, Progress, SpinnerColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
             self._live = Progress(
                 SpinnerColumn(),
                 "{task.description}",
                 BarColumn(),
-                TimeElapsedColumn(),
+                TextColumn("{task.fields[figures]}"),
                 console=err,
                 transient=True,
             )
             self._live.start()
-            self._task = self._live.add_task("starting", total=None)
+            self._task = self._live.add_task("starting", total=None, figures="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -56,16 +58,21 @@ class ConsoleProgress:
             self._live.stop()
 
     def __call__(self, description: str, completed: float, total: float | None) -> None:
+        log_line = self._stage.update(description, completed, total)
         if self._live is not None:
-            self._live.update(self._task, description=description, completed=completed, total=total)
-        elif description != self._last:
-            done = f" ({completed:g}/{total:g})" if total else ""
-            print(f"kondense: {description}{done}", file=sys.stderr, flush=True)
-        self._last = description
+            self._live.update(
+                self._task,
+                description=description,
+                completed=completed,
+                total=total,
+                figures=figures(completed, total, self._stage.elapsed()),
+            )
+        elif log_line:
+            print(f"kondense: {self._stage.line(completed, total)}", file=sys.stderr, flush=True)
 
     def doing(self) -> str:
         """What the job is doing now, for messages: 'quantize', 'measure baseline'."""
-        return self._last or "starting"
+        return self._stage.description or "starting"
 
 
 def progress() -> ConsoleProgress:

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kondense.runners.core import Progress, no_progress
 from kondense.runners.io.data import Batch
+from kondense.runners.progress import counted
 
 if TYPE_CHECKING:
     import onnx
@@ -127,9 +129,11 @@ def op_errors(
     workdir: Path,
     *,
     threads: int,
+    progress: Progress = no_progress,
 ) -> dict[str, float]:
     """Relative L2 error of each op's INT8 output against the float op on the same inputs,
-    over `batches`. Ops the quantizer renamed away (their tensors are gone) are left out."""
+    over `batches` (each batch done reported to `progress`). Ops the quantizer renamed away
+    (their tensors are gone) are left out."""
     import onnx
 
     from kondense.runners.measure.inference import CPU, Device, feed, open_session
@@ -161,7 +165,8 @@ def op_errors(
     wanted = {i.name for i in reference.get_inputs()}
     squared_error = dict.fromkeys((op.name for op in ops), 0.0)
     squared_norm = dict.fromkeys((op.name for op in ops), 0.0)
-    for batch in batches:
+    stage = f"quantize: INT8 error of {len(ops)} ops, tuning batches"
+    for batch in counted(batches, progress, stage, len(batches)):
         values = dict(zip(names, exposed.run(names, feed(exposed, batch.inputs)), strict=True))
         floats = reference.run(
             [op.output + REFERENCE_SUFFIX for op in ops],

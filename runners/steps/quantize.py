@@ -32,7 +32,7 @@ from kondense.api.spec import (
     QuantizeMode,
     Task,
 )
-from kondense.runners.core import Model, StepContext
+from kondense.runners.core import Model, Progress, StepContext, no_progress
 from kondense.runners.int8 import variants
 from kondense.runners.int8.variants import Variant
 from kondense.runners.model import MODEL_FILE, onnx_files
@@ -86,7 +86,7 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
     large = onnx_files.onnx_size_bytes(model.path) > onnx_files.EXTERNAL_DATA_THRESHOLD
     if config.mode is QuantizeMode.fp16:
         ctx.progress("quantize: converting to fp16", 0, 1)
-        convert_fp16(model.path, target, config)
+        convert_fp16(model.path, target, config, progress=ctx.progress)
         ctx.report("quantization", "fp16")
         return model.with_(path=target)
 
@@ -120,7 +120,7 @@ def run(model: Model, config: QuantizeConfig, ctx: StepContext) -> Model:
             tokenizer_dir=tokenizer_dir(model.assets),
             sequence_length=ctx.sequence_length,
         )
-        quantize_static_int8(prepared, target, config, reader, large=large)
+        quantize_static_int8(prepared, target, config, reader, large=large, progress=ctx.progress)
         ctx.report("calibrationSamples", reader.samples_read)
         if reader.samples_read < CALIBRATION_MIN_SAMPLES:
             ctx.report(
@@ -202,6 +202,15 @@ def _present_ops(path: Path) -> set[str]:
     return {n.op_type for n in graph.node}
 
 
+def _weights_to_quantize(path: Path, ops: Sequence[str], excluded: Sequence[str]) -> int:
+    import onnx
+
+    from kondense.runners.int8.tensor_progress import weights_to_quantize
+
+    graph = onnx.load_model(str(path), load_external_data=False).graph
+    return weights_to_quantize(graph, ops, set(excluded))
+
+
 # --- dynamic ---------------------------------------------------------------------------------
 
 
@@ -213,25 +222,35 @@ def quantize_dynamic_int8(
     large: bool,
     variant: Variant = variants.S8,
     keep_float: Sequence[str] = (),
+    progress: Progress = no_progress,
 ) -> None:
     """Dynamic INT8: 8-bit weights (signed and full range unless `variant` says otherwise; per
     channel by default), activations at run time; config.exclude_nodes and `keep_float`
-    stay float."""
+    stay float. Each weight quantized is reported to `progress`."""
     from onnxruntime.quantization import quantize_dynamic
 
     from kondense.runners.int8.shapes import quantizer_reloads_in_place
+    from kondense.runners.int8.tensor_progress import quantizer_reports_weights
 
     source = gemm_as_matmul(source)
     present = _present_ops(source)
-    with quantizer_reloads_in_place():
+    excluded = [*(config.exclude_nodes or []), *keep_float]
+    ops = [op for op in DYNAMIC_OPS if op in present]
+    weights = _weights_to_quantize(source, ops, excluded)
+    with (
+        quantizer_reloads_in_place(),
+        quantizer_reports_weights(
+            progress, f"quantize: dynamic INT8 ({variant.name}), weight tensors", weights
+        ),
+    ):
         quantize_dynamic(
             str(source),
             str(target),
             weight_type=variant.weight_type(),
             per_channel=config.per_channel,
             reduce_range=variant.reduce_range,
-            op_types_to_quantize=[op for op in DYNAMIC_OPS if op in present],
-            nodes_to_exclude=[*(config.exclude_nodes or []), *keep_float],
+            op_types_to_quantize=ops,
+            nodes_to_exclude=excluded,
             use_external_data_format=large,
             extra_options={
                 # Attention scores (activation x activation MatMul) stay float: quantizing them
@@ -275,7 +294,9 @@ def quantize_dynamic_for_cpu(
     probe = variants.u8s8_probe()
     options = variants.candidates(probe.saturates)
     if len(options) == 1 and config.keep_float == 0:
-        quantize_dynamic_int8(source, target, config, large=large, variant=options[0])
+        quantize_dynamic_int8(
+            source, target, config, large=large, variant=options[0], progress=ctx.progress
+        )
         ctx.report("int8Variant", options[0].name)
         ctx.report("int8Reason", f"{kind}: {probe.describe()}; keepFloat 0: nothing measured")
         return
@@ -284,7 +305,9 @@ def quantize_dynamic_for_cpu(
     tuning = TuningRun(source, batches, pooled=ctx.task is Task.text_embedding)
     paths = [ctx.workdir / f"int8-{v.name}.onnx" for v in options]
     for variant, path in zip(options, paths, strict=True):
-        quantize_dynamic_int8(source, path, config, large=large, variant=variant)
+        quantize_dynamic_int8(
+            source, path, config, large=large, variant=variant, progress=ctx.progress
+        )
     cosines = [tuning.cosine(path) for path in paths]
     timed = tuning.latencies(paths) if len(paths) > 1 else [None]
     trials = [variants.Trial(v, c, ms) for v, c, ms in zip(options, cosines, timed, strict=True)]
@@ -344,7 +367,13 @@ def keep_sensitive_float(
     ]
     del float_model
     errors = sensitivity.op_errors(
-        source, quantized, tuning.batches, ops, ctx.workdir, threads=tuning.threads
+        source,
+        quantized,
+        tuning.batches,
+        ops,
+        ctx.workdir,
+        threads=tuning.threads,
+        progress=ctx.progress,
     )
     ranking = sensitivity.ranked(errors)
     ctx.report(
@@ -360,7 +389,13 @@ def keep_sensitive_float(
             break
         trial = ctx.workdir / f"int8-keep-{len(kept) + 1}.onnx"
         quantize_dynamic_int8(
-            source, trial, config, large=large, variant=chosen.variant, keep_float=[*kept, name]
+            source,
+            trial,
+            config,
+            large=large,
+            variant=chosen.variant,
+            keep_float=[*kept, name],
+            progress=ctx.progress,
         )
         gained = tuning.cosine(trial)
         if gained - cosine < SENSITIVITY_MIN_GAIN:
@@ -596,7 +631,11 @@ _CALIBRATOR_OPTIONS = {CalibrationMethod.percentile: {"percentile": 99.999}}
 
 
 def calibrate_to_cache(
-    source: Path, config: QuantizeConfig, reader: CalibrationReader, op_types: list[str]
+    source: Path,
+    config: QuantizeConfig,
+    reader: CalibrationReader,
+    op_types: list[str],
+    progress: Progress = no_progress,
 ) -> Path:
     """Activation ranges of `source` on the calibration data, saved as ONNX Runtime's
     calibration cache (`<source>.calibration.json`) for quantize_static.
@@ -605,7 +644,7 @@ def calibrate_to_cache(
     methods) and a second copy of the weights in memory; here its calibrator gets
     CALIBRATION_WINDOW chunks at a time, merging ranges and histograms between windows, and
     loads the graph only (runners/int8/shapes.py), its session reading the weights from
-    their file.
+    their file. The samples calibrated so far are reported to `progress` after each window.
     """
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
@@ -622,8 +661,13 @@ def calibrate_to_cache(
             extra_options=_CALIBRATOR_OPTIONS.get(config.calibration_method, {}),
         )
     chunks = iter(reader.get_next, None)
+    stage, expected = "quantize: static INT8 calibration, samples", reader.source.samples
+    progress(stage, 0, expected)
     while window := list(itertools.islice(chunks, CALIBRATION_WINDOW)):
         calibrator.collect_data(_listed_reader(window))
+        progress(stage, reader.samples_read, max(expected, reader.samples_read))
+    # The data may hold fewer samples than asked for: what was read is all there is.
+    progress(stage, reader.samples_read, reader.samples_read)
     if reader.samples_read == 0:
         raise BadInput(
             "the calibration data produced no samples; check data.calibration.uri",
@@ -643,20 +687,28 @@ def quantize_static_int8(
     reader: CalibrationReader,
     *,
     large: bool,
+    progress: Progress = no_progress,
 ) -> None:
     """Static INT8 in QDQ format: S8 weights (per channel), U8 activations from calibration,
-    calibrated in bounded windows first (calibrate_to_cache)."""
+    calibrated in bounded windows first (calibrate_to_cache); calibration windows and weights
+    quantized are reported to `progress`."""
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from kondense.runners.int8.shapes import quantizer_reloads_in_place
+    from kondense.runners.int8.tensor_progress import quantizer_reports_weights
 
     options: dict[str, Any] = {"MatMulConstBOnly": True, **UNKNOWN_TYPES_ARE_FLOAT}
     present = _present_ops(source)
     op_types = [op for op in STATIC_OPS if op in present]
-    cache = calibrate_to_cache(source, config, reader, op_types)
+    excluded = list(config.exclude_nodes or [])
+    cache = calibrate_to_cache(source, config, reader, op_types, progress)
+    weights = _weights_to_quantize(source, op_types, excluded)
     try:
-        with quantizer_reloads_in_place():
+        with (
+            quantizer_reloads_in_place(),
+            quantizer_reports_weights(progress, "quantize: static INT8, weight tensors", weights),
+        ):
             quantize_static(
                 str(source),
                 str(target),
@@ -668,7 +720,7 @@ def quantize_static_int8(
                 activation_type=QuantType.QUInt8,
                 calibrate_method=getattr(OrtMethod, _ORT_METHODS[config.calibration_method]),
                 op_types_to_quantize=op_types,
-                nodes_to_exclude=list(config.exclude_nodes or []),
+                nodes_to_exclude=excluded,
                 use_external_data_format=large,
                 extra_options=options,
             )
@@ -686,21 +738,27 @@ def fp16_block_list(config: QuantizeConfig) -> list[str]:
     return sorted({*DEFAULT_OP_BLOCK_LIST, *FP16_EXTRA_BLOCKED, *(config.op_block_list or [])})
 
 
-def convert_fp16(source: Path, target: Path, config: QuantizeConfig) -> None:
-    """FP16 weights and compute, float32 inputs/outputs kept when config.keep_io_types."""
+def convert_fp16(
+    source: Path, target: Path, config: QuantizeConfig, *, progress: Progress = no_progress
+) -> None:
+    """FP16 weights and compute, float32 inputs/outputs kept when config.keep_io_types; each
+    initializer converted is reported to `progress`."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
+    from kondense.runners.int8.tensor_progress import fp16_reports_initializers
+
     model: onnx.ModelProto = onnx.load_model(str(source), load_external_data=True)
-    converted = convert_float_to_float16(
-        model,
-        keep_io_types=config.keep_io_types,
-        op_block_list=fp16_block_list(config),
-        node_block_list=list(config.exclude_nodes or []) or None,
-        # Shape inference by path only works under 2 GB; large models skip it.
-        disable_shape_infer=onnx_files.weight_bytes(model) > onnx_files.EXTERNAL_DATA_THRESHOLD,
-    )
+    with fp16_reports_initializers(progress, "quantize: fp16, weight tensors", model):
+        converted = convert_float_to_float16(
+            model,
+            keep_io_types=config.keep_io_types,
+            op_block_list=fp16_block_list(config),
+            node_block_list=list(config.exclude_nodes or []) or None,
+            # Shape inference by path only works under 2 GB; large models skip it.
+            disable_shape_infer=onnx_files.weight_bytes(model) > onnx_files.EXTERNAL_DATA_THRESHOLD,
+        )
     # keep_io_types appends the input Casts at the end of the node list; ONNX Runtime does not
     # mind, but onnx.checker (and every tool that validates) requires topological order.
     wrapped = OnnxModel(converted)

@@ -43,8 +43,12 @@ def compression_job_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any)
         # it saw what this one would; events of its Job and pods, a restart's listing and the
         # resync loop cover the rest. A quarter fewer apiserver calls per job.
         return
-    # No status yet: its runner Job is still to be created, ahead of the jobs in flight.
-    _reconciler(memo).enqueue(meta["namespace"], meta["name"], new=not body.get("status"))
+    # No status yet: its runner Job is still to be created, ahead of the jobs in flight, from
+    # the body this event brought (no second read on the way from apply to runner Job).
+    new = not body.get("status")
+    _reconciler(memo).enqueue(
+        meta["namespace"], meta["name"], new=new, snapshot=body if new else None
+    )
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_CHILDREN)

@@ -7,8 +7,10 @@ the runner Job's name is deterministic per generation and a 409 means it is alre
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -52,6 +54,11 @@ log = logging.getLogger("kondense.operator")
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_fresh(cj: Mapping[str, Any]) -> bool:
+    """Never reconciled: no status yet, and the spec never changed."""
+    return not cj.get("status") and int(cj["metadata"].get("generation", 1)) == 1
 
 
 INVALID_SPEC = "InvalidSpec"
@@ -122,6 +129,12 @@ class Reconciler:
         self._new: deque[tuple[str, str]] = deque()
         self._known: deque[tuple[str, str]] = deque()
         self._working: set[tuple[str, str]] = set()  # taken by a worker
+        # A new job's body as its watch event delivered it, while nothing newer was heard:
+        # the worker reconciles that instead of reading it again (one call fewer to its Job).
+        self._snapshots: dict[tuple[str, str], dict[str, Any]] = {}
+        # Events are posted in order by one thread, off the path of the status and the Job.
+        self._events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._event_poster: threading.Thread | None = None
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -133,11 +146,16 @@ class Reconciler:
 
     # --- entry points --------------------------------------------------------------------
 
-    def reconcile_named(self, namespace: str, name: str) -> None:
+    def reconcile_named(
+        self, namespace: str, name: str, snapshot: dict[str, Any] | None = None
+    ) -> None:
         """Reconcile the CompressionJob `namespace/name` as it is now (gone: nothing to do).
 
         Requests for a job that already has one waiting are dropped: the waiting one reads
-        the object after this request was made, so it sees everything this one would."""
+        the object after this request was made, so it sees everything this one would.
+        `snapshot`, the body of a job never reconciled (no status, generation 1) as a watch
+        event just delivered it, stands for the read: at worst a spec changed since then
+        makes a Job of generation 1 that the next event's reconcile replaces."""
         key = (namespace, name)
         with self._locks_guard:
             if key in self._queued:
@@ -148,9 +166,17 @@ class Reconciler:
                 self._queued.discard(key)
                 self._started[key] = time.monotonic()
             try:
-                cj = self.custom.get_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, PLURAL, name, _request_timeout=self.timeout
-                )
+                if snapshot is not None and is_fresh(snapshot):
+                    cj = snapshot
+                else:
+                    cj = self.custom.get_namespaced_custom_object(
+                        API_GROUP,
+                        API_VERSION,
+                        namespace,
+                        PLURAL,
+                        name,
+                        _request_timeout=self.timeout,
+                    )
             except ApiException as error:
                 if error.status == 404:
                     return
@@ -161,40 +187,55 @@ class Reconciler:
                 with self._locks_guard:
                     self._started.pop(key, None)
 
-    def enqueue(self, namespace: str, name: str, new: bool = False) -> None:
+    def enqueue(
+        self,
+        namespace: str,
+        name: str,
+        new: bool = False,
+        snapshot: Mapping[str, Any] | None = None,
+    ) -> None:
         """Ask a worker (`work_forever`) to reconcile `namespace/name`. However many events ask
         while it waits, it is reconciled once; `new` (a job without status: its runner Job is
         not created yet) goes ahead of the jobs already running, so that applying many jobs
-        at once creates their Jobs first. Kopf's handler threads never block on a job's lock."""
+        at once creates their Jobs first. Kopf's handler threads never block on a job's lock.
+        A `snapshot` (the event's body) of a fresh job is reconciled as it is, unless another
+        request comes while it waits."""
         key = (namespace, name)
         with self._work:
             if key in self._waiting:
+                self._snapshots.pop(key, None)  # something changed since: read it again
                 return
             self._waiting.add(key)
+            if snapshot is not None and is_fresh(snapshot):
+                self._snapshots[key] = copy.deepcopy(dict(snapshot))
             (self._new if new else self._known).append(key)
             self._work.notify()
 
-    def _next(self) -> tuple[str, str] | None:
+    def _next(self) -> tuple[tuple[str, str], dict[str, Any] | None] | None:
         # A job being reconciled waits in the queue until that reconcile is over.
-        for queue in (self._new, self._known):
-            for index, key in enumerate(queue):
+        for waiting in (self._new, self._known):
+            for index, key in enumerate(waiting):
                 if key not in self._working:
-                    del queue[index]
+                    del waiting[index]
                     self._waiting.discard(key)
                     self._working.add(key)
-                    return key
+                    return key, self._snapshots.pop(key, None)
         return None
 
     def work_forever(self, stop: threading.Event) -> None:
         """Reconcile what `enqueue` asks for, until `stop`; run several for concurrency."""
         while not stop.is_set():
             with self._work:
-                key = self._next()
-                if key is None:
+                taken = self._next()
+                if taken is None:
                     self._work.wait(1.0)
                     continue
+            key, snapshot = taken
             try:
-                self.reconcile_named(*key)
+                if snapshot is None:
+                    self.reconcile_named(*key)
+                else:
+                    self.reconcile_named(*key, snapshot=snapshot)
             except Exception as error:  # counted, and retried by the resync loop
                 log.warning("reconcile of %s/%s failed: %r", key[0], key[1], error)
             finally:
@@ -263,7 +304,7 @@ class Reconciler:
         # Never reconciled (no status): no Job of an older generation, and none of this one
         # unless a killed operator created it, which the 409 on create finds. Two calls fewer
         # on the path from apply to runner Job.
-        fresh = not current and generation == 1
+        fresh = is_fresh(cj)
         jobs = [] if fresh else self._owned_jobs(namespace, meta["uid"])
         self._delete_older_generations(jobs, generation)
         job_name = runner_job_name(name, generation)
@@ -345,7 +386,7 @@ class Reconciler:
         if moved is not None:
             self._post_event(cj, moved)
             log.info("%s/%s: %s", meta["namespace"], meta["name"], moved.message)
-        metrics.TABLE.record(meta["namespace"], meta["name"], desired)
+        metrics.TABLE.record(meta["namespace"], meta["name"], desired, previous=current)
         key = (meta["namespace"], meta["name"])
         with self._locks_guard:
             if desired.get("phase") in TERMINAL:
@@ -481,14 +522,26 @@ class Reconciler:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            self.core.create_namespaced_event(
-                meta["namespace"],
-                event,  # type: ignore[arg-type]
-                _request_timeout=self.timeout,
-            )
-        except ApiException as error:  # an Event is a courtesy; the status is the record
-            log.warning("could not post an Event on %s: %s", meta["name"], error.reason)
+        with self._locks_guard:
+            if self._event_poster is None:
+                self._event_poster = threading.Thread(
+                    target=self._post_events_forever, name="events", daemon=True
+                )
+                self._event_poster.start()
+        self._events.put(event)
+
+    def _post_events_forever(self) -> None:
+        while True:
+            event = self._events.get()
+            try:
+                self.core.create_namespaced_event(
+                    event["metadata"]["namespace"],
+                    event,  # type: ignore[arg-type]
+                    _request_timeout=self.timeout,
+                )
+            except Exception as error:  # an Event is a courtesy; the status is the record
+                name = event["involvedObject"]["name"]
+                log.warning("could not post an Event on %s: %r", name, error)
 
 
 def owner_name(body: Mapping[str, Any]) -> str | None:

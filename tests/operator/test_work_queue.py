@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from kubernetes import client
 
@@ -16,10 +17,14 @@ class Recording(Reconciler):
     def __init__(self) -> None:
         super().__init__(client.ApiClient(), OperatorConfig.model_construct(pools={}))
         self.calls: list[str] = []
+        self.snapshots: list[dict[str, Any] | None] = []
         self.running: set[str] = set()
         self.overlaps = 0
 
-    def reconcile_named(self, namespace: str, name: str) -> None:
+    def reconcile_named(
+        self, namespace: str, name: str, snapshot: dict[str, Any] | None = None
+    ) -> None:
+        self.snapshots.append(snapshot)
         if name in self.running:
             self.overlaps += 1
         self.running.add(name)
@@ -67,3 +72,27 @@ def test_a_job_is_never_reconciled_by_two_workers_at_once() -> None:
     worker.join()
     assert reconciler.overlaps == 0
     assert 2 <= len(reconciler.calls) <= 21
+
+
+def body(name: str, generation: int = 1, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ns", "name": name, "generation": generation},
+        **({"status": status} if status else {}),
+    }
+
+
+def test_a_fresh_jobs_event_body_stands_for_the_read_until_another_event_comes() -> None:
+    """A job never reconciled is reconciled from the body its event brought; a later event
+    while it waits (the object changed since) makes the worker read it again; a body with a
+    status or a changed spec is never used."""
+    reconciler = Recording()
+    reconciler.enqueue("ns", "fresh", new=True, snapshot=body("fresh"))
+    drain(reconciler, workers=1)
+    reconciler.enqueue("ns", "touched", new=True, snapshot=body("touched"))
+    reconciler.enqueue("ns", "touched")
+    drain(reconciler, workers=1)
+    reconciler.enqueue("ns", "edited", new=True, snapshot=body("edited", generation=2))
+    reconciler.enqueue("ns", "known", snapshot=body("known", phase="Running"))
+    drain(reconciler, workers=1)
+    assert reconciler.calls == ["fresh", "touched", "edited", "known"]
+    assert reconciler.snapshots == [body("fresh"), None, None, None]

@@ -3,6 +3,7 @@
 kondense_build_info{version,python}                    1, labelled with what is running
 kondense_compressionjobs{phase,recipe,pool}            jobs the operator knows, by phase
 kondense_compressionjobs_finished_total{phase,reason,pool}   jobs seen reaching an end
+kondense_compressionjob_stalled{namespace,name,reason,pool}  1 while a job is Stalled, unfinished
 kondense_compressionjob_duration_seconds{phase,recipe,pool}  start -> completion of those
 kondense_compressionjob_size_ratio{namespace,name,recipe,pool}   of finished jobs (also
 kondense_compressionjob_speedup / _metric_drop)
@@ -45,6 +46,12 @@ DURATION = Histogram(
     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200),
     registry=REGISTRY,
 )
+STALLED = Gauge(
+    "kondense_compressionjob_stalled",
+    "1 while an unfinished CompressionJob's Stalled condition is True, by its reason.",
+    ["namespace", "name", "reason", "pool"],
+    registry=REGISTRY,
+)
 _RESULT_LABELS = ["namespace", "name", "recipe", "pool"]
 SIZE_RATIO = Gauge(
     "kondense_compressionjob_size_ratio",
@@ -79,9 +86,18 @@ class JobTable:
         self._lock = threading.Lock()
         self._jobs: dict[tuple[str, str], tuple[str, str, str]] = {}
         self._counted: set[tuple[str, str, str]] = set()  # the label sets JOBS has
+        self._stalled: dict[tuple[str, str], tuple[str, str]] = {}  # job -> its STALLED labels
 
-    def record(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Note `status`; a job reaching a terminal phase has its duration and results exported."""
+    def record(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        previous: dict[str, Any] | None = None,
+    ) -> None:
+        """Note `status`; a job reaching a terminal phase has its duration and results exported.
+        `previous` is the status this process replaced with `status` (None: it only read it):
+        a job that ends on its first reconcile is counted through it."""
         key = (namespace, name)
         phase, recipe = status.get("phase", "Pending"), status.get("recipe", "")
         pool = (status.get("runner") or {}).get("pool", "")
@@ -89,13 +105,18 @@ class JobTable:
             before = self._jobs.get(key)
             self._jobs[key] = (phase, recipe, pool)
             self._census()
+            self._mark_stalled(
+                key, _stalled_reason(status) if phase not in TERMINAL else None, pool
+            )
         if phase in TERMINAL and (before is None or before[0] != phase):
-            self._finished(namespace, name, recipe, pool, status, first=before is not None)
+            moved = before is not None or (previous is not None and previous.get("phase") != phase)
+            self._finished(namespace, name, recipe, pool, status, first=moved)
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             entry = self._jobs.pop((namespace, name), None)
             self._census()
+            self._mark_stalled((namespace, name), None, "")
         if entry is not None:
             for gauge in (SIZE_RATIO, SPEEDUP, METRIC_DROP):
                 with contextlib.suppress(KeyError):
@@ -113,6 +134,18 @@ class JobTable:
             with contextlib.suppress(KeyError):
                 JOBS.remove(*labels)
         self._counted = set(counts)
+
+    def _mark_stalled(self, key: tuple[str, str], reason: str | None, pool: str) -> None:
+        """Export the job as stalled for `reason`, or (None) no longer."""
+        labels = None if reason is None else (reason, pool)
+        if self._stalled.get(key) == labels:
+            return
+        if key in self._stalled:
+            with contextlib.suppress(KeyError):
+                STALLED.remove(*key, *self._stalled.pop(key))
+        if labels is not None:
+            STALLED.labels(*key, *labels).set(1)
+            self._stalled[key] = labels
 
     def _finished(
         self, namespace: str, name: str, recipe: str, pool: str, status: dict[str, Any], first: bool
@@ -134,6 +167,14 @@ class JobTable:
         seconds = _seconds_between(status.get("startTime"), status.get("completionTime"))
         if seconds is not None:
             DURATION.labels(status["phase"], recipe, pool).observe(seconds)
+
+
+def _stalled_reason(status: dict[str, Any]) -> str | None:
+    """The reason of a True Stalled condition in `status`, else None."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Stalled" and condition.get("status") == "True":
+            return str(condition.get("reason") or "Stalled")
+    return None
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:

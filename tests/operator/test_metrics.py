@@ -116,3 +116,83 @@ def test_a_scrape_during_a_census_always_sees_every_series() -> None:
         for i in range(7):
             table.forget("m3", f"other-{i}")
     assert gaps == []
+
+
+def test_a_job_that_fails_on_its_first_reconcile_is_counted_once() -> None:
+    """An unknown pool or an invalid spec fails a job on the reconcile that first sees it: the
+    table never knew it unfinished, but the status it replaced says it moved."""
+    failed = {"phase": "Failed", "reason": "UnknownNodePool", "runner": {"pool": "m5-pool"}}
+    ended = (("phase", "Failed"), ("pool", "m5-pool"), ("reason", "UnknownNodePool"))
+    table = JobTable()
+    table.record("m5", "bad", failed, previous={})
+    table.record("m5", "bad", failed, previous=failed)  # rewritten: not a second end
+    assert samples()[("kondense_compressionjobs_finished_total", ended)] == 1
+    restarted = JobTable()  # a new operator process reads the job, already Failed
+    restarted.record("m5", "bad", failed)
+    assert samples()[("kondense_compressionjobs_finished_total", ended)] == 1
+    table.forget("m5", "bad")
+
+
+def stalled(reason: str) -> dict[str, object]:
+    return {
+        "phase": "Pending",
+        "recipe": "int8-dynamic",
+        "runner": {"pool": "gpu"},
+        "conditions": [
+            {"type": "Ready", "status": "False", "reason": reason},
+            {"type": "Stalled", "status": "True", "reason": reason},
+        ],
+    }
+
+
+def test_a_stalled_job_is_exported_with_its_reason_until_it_moves_on() -> None:
+    table = JobTable()
+    table.record("m6", "stuck", stalled("Unschedulable"))
+    key = ("namespace", "m6"), ("name", "stuck"), ("pool", "gpu")
+
+    def exported() -> list[str]:
+        return [
+            dict(labels)["reason"]
+            for (name, labels), value in samples().items()
+            if name == "kondense_compressionjob_stalled" and set(key) <= set(labels) and value == 1
+        ]
+
+    assert exported() == ["Unschedulable"]
+    table.record("m6", "stuck", stalled("ImagePullBackOff"))
+    assert exported() == ["ImagePullBackOff"]
+    table.record("m6", "stuck", running())
+    assert exported() == []
+    table.record("m6", "stuck", stalled("Unschedulable"))
+    table.record("m6", "stuck", {**stalled("OOMKilled"), "phase": "Failed"})  # ended: not stalled
+    assert exported() == []
+    table.record("m6", "stuck", stalled("Unschedulable"))
+    table.forget("m6", "stuck")
+    assert exported() == []
+
+
+def test_metric_names_pass_promtool_check_metrics() -> None:
+    """Every family, with samples, as the endpoint serves them; and promtool does flag a name
+    against the conventions (a gauge named like a counter)."""
+    from fixtures import prometheus
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from kondense.operator.metrics import RECONCILE_ERRORS
+
+    prometheus.install()
+    table = JobTable()
+    table.record("m7", "done", running("recipe-m7"))
+    table.record("m7", "done", finished("recipe-m7"))
+    table.record("m7", "stuck", stalled("Unschedulable"))
+    RECONCILE_ERRORS.labels("ApiException").inc()
+    text = generate_latest(REGISTRY).decode()
+    families = {f.name for f in text_string_to_metric_families(text) if f.samples}
+    assert len(families) >= 9, families
+    code, said = prometheus.promtool("check", "metrics", stdin=text)
+    assert code == 0 and said.strip() == "", said
+    table.forget("m7", "done")
+    table.forget("m7", "stuck")
+
+    wrong = CollectorRegistry()
+    Gauge("kondense_jobs_total", "A gauge named like a counter.", registry=wrong).set(1)
+    code, said = prometheus.promtool("check", "metrics", stdin=generate_latest(wrong).decode())
+    assert code != 0 and "kondense_jobs_total" in said, said

@@ -43,3 +43,24 @@ def test_value_outside_its_enum_is_refused(
 def test_namespaced_rbac_without_namespaces_is_refused(helm_bin: Path, tmp_path: Path) -> None:
     err = template_error(helm_bin, tmp_path, {"rbac": {"scope": "namespaced"}})
     assert "watchNamespaces" in err
+
+
+@pytest.mark.parametrize(
+    ("values", "named", "says"),
+    [
+        ({"metrics": {"prometheusRule": {"failureRatio": 1.5}}}, "failureRatio", "maximum"),
+        ({"metrics": {"prometheusRule": {"stalledFor": "15 minutes"}}}, "stalledFor", "match"),
+        ({"metrics": {"prometheusRule": {"failureMinJobs": 0}}}, "failureMinJobs", "minimum"),
+        (
+            {"metrics": {"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}},
+            "labels",
+            "want string",
+        ),
+    ],
+    ids=["ratio-above-1", "duration-in-words", "no-jobs", "label-not-string"],
+)
+def test_monitoring_values_are_checked(
+    helm_bin: Path, tmp_path: Path, values: dict[str, Any], named: str, says: str
+) -> None:
+    err = template_error(helm_bin, tmp_path, values)
+    assert "/metrics/" in err and named in err and says in err, err

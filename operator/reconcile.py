@@ -166,9 +166,8 @@ class Reconciler:
                 self._queued.discard(key)
                 self._started[key] = time.monotonic()
             try:
-                if snapshot is not None and is_fresh(snapshot):
-                    cj = snapshot
-                else:
+                cj: Any = snapshot
+                if snapshot is None or not is_fresh(snapshot):
                     cj = self.custom.get_namespaced_custom_object(
                         API_GROUP,
                         API_VERSION,
@@ -182,7 +181,7 @@ class Reconciler:
                     return
                 raise
             else:
-                self._reconcile_locked(dict(cj))  # type: ignore[call-overload]
+                self._reconcile_locked(dict(cj))
             finally:
                 with self._locks_guard:
                     self._started.pop(key, None)

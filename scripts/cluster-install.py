@@ -5,13 +5,15 @@ registry), this:
 
 1. checks the cluster answers and its registry has the operator and runner-cpu images the
    cluster was loaded with;
-2. applies crds/ (Helm installs a chart's CRDs on first install only, never on upgrade);
+2. applies crds/ itself, and installs the chart with crds.enabled=false: the local cluster's CRD
+   is shared by every release on it and by the test suite, so no one release owns it (the
+   chart README's "installing the CRD separately");
 3. creates the release namespace (default kondense-system) enforcing the restricted Pod
    Security Standard;
 4. runs `helm upgrade --install` (so a second run upgrades in place) with
    charts/kondense/ci/local-values.yaml, a values file naming the images the cluster was
-   loaded with (.cluster/state.json), written to build/cluster-install/, and any extra `-f`
-   files, with `--wait`;
+   loaded with (.cluster/state.json) and crds.enabled=false, written to build/cluster-install/,
+   and any extra `-f` files, with `--wait`;
 5. waits until the operator Deployment is Available (`kubectl rollout status`): its pod's
    readiness probe passed on the node's kubelet;
 6. uploads the example's model and data (examples/cluster-digits-static-int8.yaml) to the
@@ -212,8 +214,9 @@ def install(args: argparse.Namespace) -> None:
     generated.parent.mkdir(parents=True, exist_ok=True)
     values = images_values(images)
     generated.write_text(
-        "# Written by scripts/cluster-install.py: the images in .cluster/state.json.\n"
-        + yaml.safe_dump(values, sort_keys=False)
+        "# Written by scripts/cluster-install.py: the images in .cluster/state.json, and the\n"
+        "# CRD left to the script (applied above from crds/, shared by every release here).\n"
+        + yaml.safe_dump({**values, "crds": {"enabled": False}}, sort_keys=False)
     )
     extra = [a for f in args.values for a in ("-f", str(Path(f).resolve()))]
     cmd = [

@@ -762,6 +762,7 @@ def test_uninstall_leaves_no_operator_objects_but_keeps_the_crd(
     assert not left
     # The operator pod is gone (the Deployment's pods are garbage-collected with it).
     kubectl("wait", "--for=delete", "pod", "-n", release.namespace, "-l", selector, "--timeout=60s")
-    # Helm leaves CRDs alone (documented in the chart README): jobs survive the uninstall.
+    # The CRD is not the release's (cluster-install applies it and sets crds.enabled=false):
+    # jobs survive the uninstall.
     get("crd", "compressionjobs.kondense.dev")
     assert get("compressionjob", "int8-first", "-n", release.jobs_namespace)["status"]["phase"]

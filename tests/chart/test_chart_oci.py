@@ -56,13 +56,15 @@ def test_the_packaged_chart_installs_from_the_registry(
         # Namespaced: it must not reconcile the CompressionJobs of tests running alongside it.
         "rbac": {"scope": "namespaced"},
         "watchNamespaces": [jobs_ns],
+        # The cluster's CRD is applied by the test fixtures and shared: no release may own it.
+        "crds": {"enabled": False},
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     try:
         helm(
             helm_bin, *env, "install", "kd-oci", f"{repository}/kondense", "--version", version,
             "--plain-http", "--namespace", release_ns, "-f", str(tmp_path / "values.yaml"),
-            "--skip-crds", "--wait", "--timeout", "5m",
+            "--wait", "--timeout", "5m",
         )  # fmt: skip
         listed = helm(helm_bin, *env, "list", "-n", release_ns, "-o", "json").stdout
         (release,) = json.loads(listed)

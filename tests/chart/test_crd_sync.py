@@ -1,22 +1,66 @@
-"""The chart's CRD is the checked-in CRD, byte for byte (`make chart-sync-crd` copies it)."""
+"""The chart's CRD: the checked-in CRD byte for byte (`make chart-sync-crd` copies it into
+files/crds/), rendered by templates/crds/ so that `helm upgrade` updates it (crds.enabled), and
+annotated to survive `helm uninstall` (crds.keep)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+from fixtures.helm import by_kind, render
+
 REPO = Path(__file__).resolve().parents[2]
+TOP = REPO / "crds" / "compressionjob.yaml"
+CHART_COPY = REPO / "charts" / "kondense" / "files" / "crds" / "compressionjob.yaml"
+CRD = "templates/crds/compressionjob.yaml"
 
 
 def test_chart_crd_is_identical_to_top_level_crd() -> None:
-    top = REPO / "crds" / "compressionjob.yaml"
-    chart = REPO / "charts" / "kondense" / "crds" / "compressionjob.yaml"
-    assert top.is_file(), "crds/compressionjob.yaml is missing: generate it with `kondense crd`"
-    assert chart.is_file(), "the chart has no CRD: run `make chart-sync-crd`"
-    assert chart.read_bytes() == top.read_bytes(), (
-        "charts/kondense/crds/compressionjob.yaml differs from crds/: run `make chart-sync-crd`"
+    assert TOP.is_file(), "crds/compressionjob.yaml is missing: generate it with `kondense crd`"
+    assert CHART_COPY.is_file(), "the chart has no CRD: run `make chart-sync-crd`"
+    assert CHART_COPY.read_bytes() == TOP.read_bytes(), (
+        "the chart's files/crds/compressionjob.yaml differs from crds/: run `make chart-sync-crd`"
     )
 
 
-def test_chart_installs_no_other_crd() -> None:
-    names = sorted(p.name for p in (REPO / "charts" / "kondense" / "crds").iterdir())
-    assert names == ["compressionjob.yaml"]
+def test_chart_has_no_crds_folder() -> None:
+    # Helm would install crds/ once and never upgrade it, and a second copy of the same CRD
+    # there would collide with the template's on install.
+    assert not (REPO / "charts" / "kondense" / "crds").exists()
+
+
+def test_rendered_crd_is_the_generated_crd_with_release_labels(helm_bin: Path) -> None:
+    (crd,) = by_kind(render(helm_bin, release="kd"), "CustomResourceDefinition")
+    generated = yaml.safe_load(TOP.read_text())
+    assert crd["apiVersion"] == generated["apiVersion"]
+    assert crd["metadata"]["name"] == generated["metadata"]["name"]
+    assert crd["spec"] == generated["spec"]
+    labels = crd["metadata"]["labels"]
+    assert labels["app.kubernetes.io/instance"] == "kd"
+    assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_crd_is_kept_on_uninstall_by_default(helm_bin: Path) -> None:
+    (crd,) = by_kind(render(helm_bin, "--show-only", CRD), "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+
+
+def test_crds_keep_false_drops_the_keep_annotation(helm_bin: Path) -> None:
+    objects = render(helm_bin, "--set", "crds.keep=false", "--show-only", CRD)
+    (crd,) = by_kind(objects, "CustomResourceDefinition")
+    assert "annotations" not in crd["metadata"]
+    assert crd["spec"] == yaml.safe_load(TOP.read_text())["spec"]
+
+
+def test_crds_enabled_false_renders_no_crd_and_the_rest(helm_bin: Path) -> None:
+    objects = render(helm_bin, "--set", "crds.enabled=false")
+    assert not by_kind(objects, "CustomResourceDefinition")
+    assert by_kind(objects, "Deployment")
+
+
+def test_crd_is_rendered_and_kept_when_the_values_have_no_crds_key(helm_bin: Path) -> None:
+    # `helm upgrade --reuse-values` of a release made by a chart without `crds` keeps that
+    # chart's defaults, so .Values.crds is missing: both settings then mean true.
+    objects = render(helm_bin, "--set", "crds=null", "--show-only", CRD)
+    (crd,) = by_kind(objects, "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}

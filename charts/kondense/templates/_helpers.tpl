@@ -51,3 +51,15 @@ app.kubernetes.io/part-of: kondense
 {{- join "," .Values.watchNamespaces }}
 {{- end }}
 {{- end }}
+
+{{/* crds.enabled and crds.keep, "true" or empty; unset means true, as when a release made by a
+chart without them is upgraded with --reuse-values (which keeps the old chart's defaults). */}}
+{{- define "kondense.crdsEnabled" -}}
+{{- $crds := .Values.crds | default dict }}
+{{- if or (not (hasKey $crds "enabled")) $crds.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "kondense.crdsKeep" -}}
+{{- $crds := .Values.crds | default dict }}
+{{- if or (not (hasKey $crds "keep")) $crds.keep }}true{{ end }}
+{{- end }}

@@ -111,3 +111,17 @@ def test_counted_reports_before_the_first_item_and_after_each() -> None:
     items = list(counted("abc", lambda d, c, t: seen.append((d, c, t)), "letters", 3))
     assert items == ["a", "b", "c"]
     assert seen == [("letters", 0, 3), ("letters", 1, 3), ("letters", 2, 3), ("letters", 3, 3)]
+
+
+def test_the_memory_benchmark_files_a_progress_line_under_its_stage() -> None:
+    """bench-large's per-stage table: the figures a progress line ends with are not a stage of
+    their own (each line was one row, thirty for a 6 GB model)."""
+    from fixtures.large_models import stage_of
+
+    clock = StageClock(interval=0.0, clock=lambda: 100.0)
+    clock.update("quantize: static INT8, weight tensors", 3, 22)
+    lines = [f"kondense: {clock.line(n, 22)}" for n in (3, 22)]
+    lines.append(f"kondense: {clock.line(5, None)}")
+    assert {stage_of(line) for line in lines} == {"quantize: static INT8, weight tensors"}
+    assert stage_of("kondense: step 2/2: quantize") == "step 2/2: quantize"
+    assert stage_of("a line of someone else") is None

@@ -576,6 +576,11 @@ def load_images(state: dict, started: float) -> None:
     node_list = node_setup.load(nodes_file(), state["slot"])
     if nodes_ready(state):
         prepull(state, node_list)
+        # The builds these replaced are dead weight on a shared disk (6 GB each for the
+        # runner): a running container keeps its snapshot until it ends.
+        keep = set(state["images"].values())
+        for node in node_list:
+            node_setup.prune_images(node, keep)
         node_setup.share_image_layers(node_list)
         phase("images on every node", started)
 

@@ -37,19 +37,21 @@ made nothing faster must not report INT8, nor silently ship an unchanged model. 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kondense.api.errors import BadInput, ResultRejected
 from kondense.api.spec import CalibrationMethod, QuantizeConfig, Task, TensorSpec
-from kondense.runners.core import Model, StepContext
+from kondense.runners.core import Model, Progress, StepContext, no_progress
 from kondense.runners.int8 import prepare
 from kondense.runners.model import MODEL_FILE, onnx_files
 from kondense.runners.model.assets import tokenizer_dir
+from kondense.runners.progress import counted
 
 if TYPE_CHECKING:
     import numpy as np
@@ -345,15 +347,17 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
     threads = available_cpus()
 
     ctx.progress("quantize auto: measuring each operator type in INT8", 1, 4)
+    alone = [_stage(ctx.progress, f"quantize auto, {c.name} alone") for c in found]
     built = [
-        _build(float_path, work / f"only-{index}.onnx", [c], batches, config, large)
-        for index, c in enumerate(found)
+        _build(float_path, work / f"only-{index}.onnx", [c], batches, config, large, progress=p)
+        for index, (c, p) in enumerate(zip(found, alone, strict=True))
     ]
     timings = _time([float_path, *built], timing_inputs, threads)
-    reference = _outputs(float_path, batches)
+    whole = _stage(ctx.progress, "quantize auto")
+    reference = _outputs(float_path, batches, _stage(ctx.progress, "quantize auto, float"))
     agreements = [
-        output_agreement(reference, _outputs(path, batches), ctx.task) if batches else None
-        for path in built
+        output_agreement(reference, _outputs(path, batches, p), ctx.task) if batches else None
+        for path, p in zip(built, alone, strict=True)
     ]
     measured = [
         Measured(c, timings[0], t, a)
@@ -379,7 +383,14 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
 
     ctx.progress("quantize auto: combining the operator types kept in INT8", 2, 4)
     combined = _build(
-        float_path, work / "combined.onnx", kept, batches, config, large, (ctx, model.assets)
+        float_path,
+        work / "combined.onnx",
+        kept,
+        batches,
+        config,
+        large,
+        (ctx, model.assets),
+        progress=whole,
     )
     final = onnx.load_model(str(combined), load_external_data=True)
     prepare.restore_input_dims(final, original_dims)
@@ -387,7 +398,7 @@ def quantize_auto(model: Model, config: QuantizeConfig, ctx: StepContext) -> Mod
     del final
 
     if batches:
-        agreement = output_agreement(reference, _outputs(combined, batches), ctx.task)
+        agreement = output_agreement(reference, _outputs(combined, batches, whole), ctx.task)
         ctx.report("autoTuneAgreement", round(agreement, 6))
     ctx.progress("quantize auto: timing the result", 3, 4)
     original_ms, float_ms, result_ms = _time(
@@ -483,10 +494,21 @@ def _timing_inputs(
     return batch.inputs
 
 
-def _outputs(path: Path, batches: list[Batch]) -> np.ndarray:
+def _stage(progress: Progress, label: str) -> Progress:
+    """`progress` with the stages the quantizers report as "quantize: ..." named `label: ...`:
+    auto quantizes each candidate alone, then the kept ones together, and the log tells which."""
+
+    def report(description: str, completed: float, total: float | None) -> None:
+        progress(f"{label}: {description.removeprefix('quantize: ')}", completed, total)
+
+    return report
+
+
+def _outputs(path: Path, batches: list[Batch], progress: Progress = no_progress) -> np.ndarray:
     """The model's first output on every batch, concatenated (float64); token states
     [N, T, H] are mean-pooled over the attention mask: padding positions carry no meaning,
-    and would weigh as much as the sentence's tokens."""
+    and would weigh as much as the sentence's tokens. Each batch run is reported to
+    `progress`."""
     import numpy as np
 
     from kondense.runners.measure.evaluate import mean_pool
@@ -494,7 +516,8 @@ def _outputs(path: Path, batches: list[Batch]) -> np.ndarray:
 
     session = open_session(path, threads=1, device=Device("cpu", CPU))
     outputs = []
-    for batch, output in run_batches(session, batches):
+    stage = "quantize: outputs on the calibration batches"
+    for batch, output in run_batches(session, counted(batches, progress, stage, len(batches))):
         mask = batch.inputs.get("attention_mask")
         outputs.append(mean_pool(output, mask) if mask is not None else output)
     return np.concatenate(outputs).astype(np.float64)
@@ -536,13 +559,16 @@ def _build(
     config: QuantizeConfig,
     large: bool,
     tuned: tuple[StepContext, Path | None] | None = None,
+    *,
+    progress: Progress,
 ) -> Path:
     """`source` with the `chosen` candidates in INT8 (static first, then dynamic).
 
     With `tuned` (the step's context and the model's assets), the dynamic part is the one
     `mode: dynamic` makes: the variant suited to this CPU, its most sensitive ops kept float
     (quantize_dynamic_for_cpu, whose notes join the step's); without, the default variant,
-    which is enough to time an operator type.
+    which is enough to time an operator type. Calibration batches and weights quantized are
+    reported to `progress`.
     """
     from kondense.runners.steps.quantize import quantize_dynamic_for_cpu, quantize_dynamic_int8
 
@@ -550,7 +576,9 @@ def _build(
     static = [c for c in chosen if c.method == "static"]
     if static:
         static_target = target.with_name(target.stem + "-static.onnx")
-        quantize_static_nodes(current, static_target, static, batches, config, large=large)
+        quantize_static_nodes(
+            current, static_target, static, batches, config, large=large, progress=progress
+        )
         current = static_target
     dynamic = [c for c in chosen if c.method == "dynamic"]
     if not dynamic:
@@ -569,9 +597,10 @@ def _build(
     excluded = [*(config.exclude_nodes or []), *others]
     only_chosen = config.model_copy(update={"exclude_nodes": excluded})
     if tuned is None:
-        quantize_dynamic_int8(copy, target, only_chosen, large=large)
+        quantize_dynamic_int8(copy, target, only_chosen, large=large, progress=progress)
     else:
         ctx, assets = tuned
+        ctx = replace(ctx, progress=progress)
         quantize_dynamic_for_cpu(copy, target, only_chosen, ctx, assets=assets, large=large)
     return target
 
@@ -584,9 +613,11 @@ def quantize_static_nodes(
     config: QuantizeConfig,
     *,
     large: bool,
+    progress: Progress = no_progress,
 ) -> None:
     """Static QDQ INT8 of the `chosen` nodes and the flow ops between them, calibrated on
-    `batches`: S8 weights (per channel unless config says not), U8 activations."""
+    `batches`: S8 weights (per channel unless config says not), U8 activations. Calibration
+    batches and weights quantized are reported to `progress`."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -596,12 +627,21 @@ def quantize_static_nodes(
     )
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
 
+    from kondense.runners.int8.tensor_progress import (
+        quantizer_reports_weights,
+        weights_to_quantize,
+    )
     from kondense.runners.steps.quantize import UNKNOWN_TYPES_ARE_FLOAT
 
     graph = onnx.load_model(str(source), load_external_data=False).graph
     flow = [n.name for n in graph.node if n.op_type in STATIC_FLOW_OPS]
     nodes = [n for c in chosen for n in c.nodes]
     excluded = set(config.exclude_nodes or [])
+    to_quantize = [n for n in [*nodes, *flow] if n not in excluded]
+    op_types = ["Conv", *STATIC_FLOW_OPS]
+    others = {n.name for n in graph.node} - set(to_quantize)
+    weights = weights_to_quantize(graph, op_types, others)
+    calibration = "quantize: static INT8 calibration, batches"
     methods = {
         CalibrationMethod.minmax: OrtMethod.MinMax,
         CalibrationMethod.entropy: OrtMethod.Entropy,
@@ -609,29 +649,43 @@ def quantize_static_nodes(
     }
 
     class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.index = 0
+        """The batches, each one the calibrator has run reported to `progress`. ONNX Runtime
+        calibrates and quantizes in one call: the weights' stage starts once the calibrator
+        has read the last batch, so that its estimate counts from there."""
+
+        def __init__(self, weighing: contextlib.ExitStack) -> None:
+            self.weighing = weighing
+            self.weights_reported = False
+            self.rewind()
 
         def get_next(self) -> dict[str, Any] | None:
-            if self.index >= len(batches):
-                return None
-            self.index += 1
-            return dict(batches[self.index - 1].inputs)
+            batch = next(self.batches, None)
+            if batch is not None:
+                return dict(batch.inputs)
+            if not self.weights_reported:
+                self.weights_reported = True
+                self.weighing.enter_context(
+                    quantizer_reports_weights(
+                        progress, "quantize: static INT8, weight tensors", weights
+                    )
+                )
+            return None
 
         def rewind(self) -> None:
-            self.index = 0
+            self.batches = counted(batches, progress, calibration, len(batches))
 
-    quantize_static(
-        str(source),
-        str(target),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=config.per_channel,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QUInt8,
-        calibrate_method=methods[config.calibration_method],
-        op_types_to_quantize=["Conv", *STATIC_FLOW_OPS],
-        nodes_to_quantize=[n for n in [*nodes, *flow] if n not in excluded],
-        use_external_data_format=large,
-        extra_options={"MatMulConstBOnly": True, **UNKNOWN_TYPES_ARE_FLOAT},
-    )
+    with contextlib.ExitStack() as weighing:
+        quantize_static(
+            str(source),
+            str(target),
+            Reader(weighing),
+            quant_format=QuantFormat.QDQ,
+            per_channel=config.per_channel,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            calibrate_method=methods[config.calibration_method],
+            op_types_to_quantize=op_types,
+            nodes_to_quantize=to_quantize,
+            use_external_data_format=large,
+            extra_options={"MatMulConstBOnly": True, **UNKNOWN_TYPES_ARE_FLOAT},
+        )

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -143,3 +144,89 @@ def test_a_quick_stage_logs_its_start_and_end_only(
     start, end = [line for line in log.splitlines() if stage in line]  # nothing in between
     assert start == f"kondense: {stage} (0/{LAYERS})", log
     assert stage_lines(end, stage) == [(LAYERS, LAYERS, "done")], log
+
+
+def build_cnn(path: Path) -> Path:
+    """x [N, 3, H, W] -> a stem Conv (auto leaves it float) -> LAYERS x (Conv, Relu): LAYERS
+    weight tensors for auto's static INT8, calibrated on the built-in images."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    stem = numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "stem")
+    nodes = [helper.make_node("Conv", ["x", "stem"], ["h"], name="stem", pads=[1, 1, 1, 1])]
+    weights, previous = [stem], "h"
+    for i in range(LAYERS):
+        weight = rng.normal(0, 0.3, (8, 8, 3, 3)).astype(np.float32)
+        weights.append(numpy_helper.from_array(weight, f"w{i}"))
+        conv = helper.make_node("Conv", [previous, f"w{i}"], [f"c{i}"], name=f"conv{i}")
+        conv.attribute.append(helper.make_attribute("pads", [1, 1, 1, 1]))
+        nodes += [conv, helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        previous = f"r{i}"
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ["N", 8, "H", "W"])],
+        initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def counted_stage(log: str, stage: str) -> int:
+    """How many items `stage` counted, each with its own line and an estimate (per_tensor)."""
+    lines = stage_lines(log, stage)
+    assert lines, log
+    total = lines[0][1]
+    per_tensor(log, stage, total)
+    return total
+
+
+@pytest.mark.parametrize(
+    ("build", "inputs", "kind", "method"),
+    [
+        (build_mlp, None, "MatMul", "dynamic INT8 (s8)"),
+        (build_cnn, [{"name": "x", "shape": [1, 3, 32, 32]}], "Conv", "static INT8"),
+    ],
+)
+def test_auto_reports_each_weight_tensor_and_calibration_batch_with_an_eta(
+    build: Any,
+    inputs: list[dict[str, Any]] | None,
+    kind: str,
+    method: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Auto quantizes each operator type alone, then the kept ones together, inside ONNX
+    Runtime's quantizers: each weight and calibration batch is reported, named for the run."""
+    from fixtures.models import step_context
+
+    from kondense.runners.int8 import auto
+
+    # What auto decides is not under test here: every INT8 model is "faster", and agrees.
+    monkeypatch.setattr(
+        auto, "_time", lambda paths, inputs, threads: [10.0] + [5.0] * (len(paths) - 1)
+    )
+    monkeypatch.setattr(auto, "MIN_AGREEMENT", 0.0)
+    source = build(tmp_path / "model.onnx")
+    spec: dict[str, Any] = {"inputs": inputs} if inputs else {}
+    ctx = step_context(tmp_path / "work", steps=[{"quantize": {"mode": "auto"}}], **spec)
+    config = QuantizeConfig(mode=QuantizeMode.auto)
+    with ConsoleProgress(interval=0) as progress:
+        quantize(
+            Model(path=source, format=ModelFormat.onnx), config, replace(ctx, progress=progress)
+        )
+    log = capsys.readouterr().err
+    alone = f"quantize auto, {kind} alone"
+    assert counted_stage(log, f"{alone}: {method}, weight tensors") == LAYERS
+    batches = counted_stage(log, f"{alone}: outputs on the calibration batches")
+    assert batches >= 2
+    if method == "static INT8":
+        assert counted_stage(log, f"{alone}: static INT8 calibration, batches") == batches
+        assert counted_stage(log, "quantize auto: static INT8 calibration, batches") == batches
+        assert counted_stage(log, "quantize auto: static INT8, weight tensors") == LAYERS
+    assert "quantize auto: outputs on the calibration batches" in log

@@ -237,6 +237,10 @@ def status_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "description": "What the operator observed. Written by the operator only.",
+        # Defaulted from the create on: observedGeneration 0 < generation tells kstatus (Flux)
+        # and Argo CD that the job is not reconciled yet; without any status kstatus says
+        # Current, and a Kustomization that waits would count a just-applied job ready.
+        "default": {"observedGeneration": 0},
         "properties": {
             "observedGeneration": {
                 "type": "integer",

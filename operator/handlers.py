@@ -14,7 +14,7 @@ import kopf
 from kondense.api.crd import PLURAL
 from kondense.api.spec import API_GROUP, API_VERSION
 from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
-from kondense.operator.reconcile import Reconciler, owner_name
+from kondense.operator.reconcile import Reconciler, never_reconciled, owner_name
 
 MEMO_KEY = "reconciler"
 # A reconcile makes a handful of apiserver calls, each bounded by REQUEST_TIMEOUT_S; one that
@@ -45,7 +45,7 @@ def compression_job_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any)
         return
     # No status yet: its runner Job is still to be created, ahead of the jobs in flight, from
     # the body this event brought (no second read on the way from apply to runner Job).
-    new = not body.get("status")
+    new = never_reconciled(body)
     _reconciler(memo).enqueue(
         meta["namespace"], meta["name"], new=new, snapshot=body if new else None
     )

@@ -55,9 +55,15 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def never_reconciled(cj: Mapping[str, Any]) -> bool:
+    """No status written by the operator yet: none at all, or only the CRD's default
+    (observedGeneration 0)."""
+    return not (cj.get("status") or {}).get("observedGeneration")
+
+
 def is_fresh(cj: Mapping[str, Any]) -> bool:
-    """Never reconciled: no status yet, and the spec never changed."""
-    return not cj.get("status") and int(cj["metadata"].get("generation", 1)) == 1
+    """Never reconciled, and the spec never changed."""
+    return never_reconciled(cj) and int(cj["metadata"].get("generation", 1)) == 1
 
 
 INVALID_SPEC = "InvalidSpec"

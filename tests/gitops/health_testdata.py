@@ -146,8 +146,10 @@ def cases() -> list[tuple[str, dict[str, Any], str]]:
     # The user changed the spec after it succeeded: the operator has not seen generation 2.
     changed = compression_job("spec-changed", generation=2)
     changed["status"] = {**done["status"], "runner": {"pool": "cpu", "attempts": 1}}
+    # Just applied: the apiserver fills in the CRD's status default, nothing else.
+    new = {**compression_job("new"), "status": {"observedGeneration": 0}}
     return [
-        ("new", compression_job("new"), "Progressing"),
+        ("new", new, "Progressing"),
         ("pending-creating-job", observed("creating-job", None, []), "Progressing"),
         (
             "pending-pod",

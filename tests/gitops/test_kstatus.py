@@ -19,10 +19,10 @@ from gitops.health_testdata import cases
 
 # What Flux sees for each object of the Argo CD testdata.
 KSTATUS = {
-    # kstatus reads an object without status as Current (it cannot tell "not reconciled yet"
-    # from "needs no status"): Flux may call a job ready in the moments before the operator's
-    # first status write. Pinned here so a change to it is seen; see the chart's README.
-    "new": "Current",
+    # Just applied, with the CRD's status default (observedGeneration 0): not reconciled yet.
+    # Without any status kstatus would say Current (it cannot tell "not reconciled yet" from
+    # "needs no status"), and Flux would count the job ready before the operator saw it.
+    "new": "InProgress",
     "pending-creating-job": "InProgress",
     "pending-pod": "InProgress",
     "stalled-unschedulable": "Failed",
@@ -159,3 +159,16 @@ def test_the_readme_command_merges_the_health_check_into_argocd_cm(
             ARGOCD / "health.lua"
         ).read_text(),
     }
+
+
+@pytest.mark.cluster
+def test_a_just_applied_job_is_in_progress_before_the_operator_sees_it(
+    cluster: Cluster, operator: Operator, namespace: str, kstatus_bin: Path
+) -> None:
+    """In a namespace no operator watches: the apiserver fills in the CRD's status default
+    (observedGeneration 0), so kstatus says InProgress, not Current, and Argo CD Progressing."""
+    body = compression_job("fresh", **_spec("s3://nowhere/tiny.onnx", "s3://nowhere/out"))
+    cluster.kubectl_run("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+    live = cluster.kubectl_run("get", "-n", namespace, "compressionjob", "fresh", "-o", "json")
+    assert json.loads(live.stdout)["status"] == {"observedGeneration": 0}
+    assert kstatus(kstatus_bin, live.stdout)["fresh"]["status"] == "InProgress"

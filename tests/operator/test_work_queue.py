@@ -92,7 +92,7 @@ def test_a_fresh_jobs_event_body_stands_for_the_read_until_another_event_comes()
     reconciler.enqueue("ns", "touched")
     drain(reconciler, workers=1)
     reconciler.enqueue("ns", "edited", new=True, snapshot=body("edited", generation=2))
-    reconciler.enqueue("ns", "known", snapshot=body("known", phase="Running"))
+    reconciler.enqueue("ns", "known", snapshot=body("known", observedGeneration=1, phase="Running"))
     drain(reconciler, workers=1)
     assert reconciler.calls == ["fresh", "touched", "edited", "known"]
     assert reconciler.snapshots == [body("fresh"), None, None, None]

@@ -1,5 +1,5 @@
 """GitOps tests: Argo CD's health machinery and kstatus, each built once from its Go module
-(argocd/, kstatus/), and the operator of tests/fixtures/operator_cluster.py for live objects."""
+(argocd/, kstatus/); live objects come from the operator of tests/fixtures/operator_cluster.py."""
 
 from __future__ import annotations
 
@@ -7,16 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fixtures.operator_cluster import (
-    bucket,
-    crd,
-    history,
-    kop_namespace,
-    operator,
-    operator_workdir,
-)
-
-__all__ = ["bucket", "crd", "history", "kop_namespace", "operator", "operator_workdir"]
 
 HERE = Path(__file__).resolve().parent
 

@@ -48,7 +48,9 @@ def test_handlers_take_the_reconciler_from_kopfs_memo() -> None:
         def __init__(self) -> None:  # no ApiClient needed to record calls
             pass
 
-        def enqueue(self, namespace: str, name: str, new: bool = False) -> None:
+        def enqueue(
+            self, namespace: str, name: str, new: bool = False, snapshot: object = None
+        ) -> None:
             calls.append((namespace, name))
 
     body = kopf.Body({"metadata": {"namespace": "ns", "name": "m"}})

@@ -91,7 +91,7 @@ def measure(
 def print_run(mode: str, size: int, run: MemoryRun, result: int) -> None:
     status = "ok" if run.returncode == 0 else f"exit {run.returncode}"
     print(
-        f"\n{mode} INT8 on {size / GB:.2f} GB: peak RSS {run.peak_rss / GB:.2f} GB = "
+        f"\nquantize {mode} on {size / GB:.2f} GB: peak RSS {run.peak_rss / GB:.2f} GB = "
         f"{run.peak_rss / size:.2f}x the model ({run.peak_above_startup() / size:.2f}x above the "
         f"{run.startup_rss / GB:.2f} GB at start-up), {run.seconds:.0f} s, result "
         f"{result / GB:.3f} GB, {status}"

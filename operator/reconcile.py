@@ -233,10 +233,7 @@ class Reconciler:
                     continue
             key, snapshot = taken
             try:
-                if snapshot is None:
-                    self.reconcile_named(*key)
-                else:
-                    self.reconcile_named(*key, snapshot=snapshot)
+                self.reconcile_named(*key, snapshot=snapshot)
             except Exception as error:  # counted, and retried by the resync loop
                 log.warning("reconcile of %s/%s failed: %r", key[0], key[1], error)
             finally:
@@ -302,9 +299,9 @@ class Reconciler:
         generation = int(meta.get("generation", 1))
         current = cj.get("status") or {}
         now = utc_now()
-        # Never reconciled (no status): no Job of an older generation, and none of this one
-        # unless a killed operator created it, which the 409 on create finds. Two calls fewer
-        # on the path from apply to runner Job.
+        # Never reconciled (no status, or only the CRD's default): no Job of an older
+        # generation, and none of this one unless a killed operator created it, which the 409
+        # on create finds. Two calls fewer on the path from apply to runner Job.
         fresh = is_fresh(cj)
         jobs = [] if fresh else self._owned_jobs(namespace, meta["uid"])
         self._delete_older_generations(jobs, generation)

@@ -510,6 +510,14 @@ class Evaluation(SpecModel):
     )
     warmup: int = Field(default=10, ge=0, le=10_000, description="Untimed runs before timing.")
     runs: int = Field(default=100, ge=1, le=100_000, description="Timed runs.")
+    samples: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Measure the metric on at most this many samples of the evaluation data "
+        "(the user's or the built-in set); all of them when unset. A CompressionSearch screens "
+        "its candidates on a few.",
+    )
 
 
 class Output(SpecModel):

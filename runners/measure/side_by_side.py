@@ -26,10 +26,14 @@ def _eval_data(
     from kondense.runners.io import builtin
 
     fixed_batch = signatures[0].shape[0] if signatures and signatures[0].shape else None
-    batch_size = fixed_batch if isinstance(fixed_batch, int) else EVAL_BATCH
     length = spec.evaluation.sequence_length
+    cap = spec.evaluation.samples  # a search screens on a few samples
+    # A batch no larger than the cap, so synthetic inputs (whole batches) stay within it.
+    batch_size = fixed_batch if isinstance(fixed_batch, int) else min(EVAL_BATCH, cap or EVAL_BATCH)
     source = spec.data.evaluation
     if source is not None:
+        if cap is not None and cap < source.samples:
+            source = source.model_copy(update={"samples": cap})
         return EvaluationData.user, _user_batches(source, signatures, assets, batch_size, length)
     return builtin.representative_batches(
         _benchmark_signatures(spec, signatures),
@@ -37,6 +41,7 @@ def _eval_data(
         split="evaluate",
         batch_size=batch_size,
         sequence_length=length,
+        samples=cap,
     )
 
 

@@ -82,6 +82,11 @@ class Results(ReportModel):
     evaluation_samples: int | None = Field(
         default=None, ge=0, description="How many samples the metric was measured on."
     )
+    cpu: str | None = Field(
+        default=None,
+        description="The CPU that measured both models, '<model> (<int8 dot product>)': "
+        "ratios from different CPUs are not comparable one to one.",
+    )
     accepted: bool = Field(default=True, description="False when a quality/speed gate failed.")
     verdict: str | None = Field(
         default=None,

@@ -181,7 +181,16 @@ def measure_pair(
         sequence_length=settings.sequence_length if is_text else None,
         evaluation_data=evaluation_data,
         evaluation_samples=evaluation.samples,
+        cpu=_cpu_label(),
     )
+
+
+def _cpu_label() -> str:
+    """'<model> (<int8 dot product>)': what a search compares to say candidates' CPUs differ."""
+    from kondense.runners.measure.cpu import cpu_info
+
+    info = cpu_info()
+    return f"{info.model} ({info.int8_dot_product})"
 
 
 def model_files(path: Path) -> list[Path]:

@@ -77,8 +77,9 @@ test-unit: $(STAMP)  ## tests that need no cluster and no image build
 test: lint  ## everything: lint, types, unit, runner, control-plane and end-to-end tests
 	$(VENV)/bin/pytest tests
 
-crd: $(STAMP)  ## regenerate crds/compressionjob.yaml from the spec models and copy it into the chart
+crd: $(STAMP)  ## regenerate crds/ (CompressionJob, CompressionSearch) from the models and copy them into the chart
 	$(VENV)/bin/kondense crd -o crds/compressionjob.yaml
+	$(VENV)/bin/kondense crd --kind search -o crds/compressionsearch.yaml
 	$(MAKE) --no-print-directory chart-sync-crd
 
 clean:

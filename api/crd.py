@@ -89,8 +89,9 @@ def structural_schema(model_schema: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    entry = {"rule": rule, "message": message}
+def rule(expression: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL validation rule, with the message the apiserver returns when it fails."""
+    entry = {"rule": expression, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry
@@ -102,11 +103,9 @@ _NEEDS_TRAINING = "self.steps.exists(s, has(s.distill) || (has(s.prune) && has(s
 
 # The same mistakes `cross_field_problems` reports locally, in the same words.
 SPEC_RULES = [
-    _rule(f"!{_HAS_STATIC} || (has(self.data) && has(self.data.calibration))", NEEDS_CALIBRATION),
-    _rule(
-        f"!{_NEEDS_TRAINING} || (has(self.data) && has(self.data.training))", NEEDS_TRAINING_DATA
-    ),
-    _rule(
+    rule(f"!{_HAS_STATIC} || (has(self.data) && has(self.data.calibration))", NEEDS_CALIBRATION),
+    rule(f"!{_NEEDS_TRAINING} || (has(self.data) && has(self.data.training))", NEEDS_TRAINING_DATA),
+    rule(
         "!self.steps.exists(s, (has(s.prune) && has(s.prune.fineTune) "
         "&& has(s.prune.fineTune.maxTrainSeconds) && s.prune.fineTune.maxTrainSeconds >= "
         f"{_TIMEOUT}) || (has(s.distill) && has(s.distill.training) "
@@ -117,7 +116,7 @@ SPEC_RULES = [
 ]
 
 STEP_RULES = [
-    _rule(
+    rule(
         " + ".join(f"(has(self.{key}) ? 1 : 0)" for key in STEP_NAMES) + " == 1",
         f"spec.steps[]: each step sets exactly one of {', '.join(STEP_NAMES)}; "
         "split this step into one list item per key",
@@ -125,11 +124,11 @@ STEP_RULES = [
 ]
 
 MODEL_RULES = [
-    _rule(
+    rule(
         "!(has(self.format) && self.format == 'safetensors') || has(self.architecture)",
         NEEDS_ARCHITECTURE,
     ),
-    _rule(
+    rule(
         "!has(self.architecture) || !has(self.format) || self.format == 'safetensors'",
         ARCHITECTURE_NEEDS_SAFETENSORS,
         ".architecture",
@@ -137,7 +136,7 @@ MODEL_RULES = [
 ]
 
 OUTPUT_RULES = [
-    _rule(
+    rule(
         " || ".join(
             [
                 *(f"self.uri.matches('{p}')" for p in WRITABLE_OUTPUT_PREFIXES),
@@ -159,26 +158,26 @@ def spec_schema() -> dict[str, Any]:
     props["steps"]["items"]["x-kubernetes-validations"] = STEP_RULES
     props["output"]["x-kubernetes-validations"] = [
         *OUTPUT_RULES,
-        _pvc_claim_rule("output"),
-        *_uri_rules("output"),
+        pvc_claim_rule("output"),
+        *uri_rules("output"),
     ]
     props["model"]["x-kubernetes-validations"] = [
         *MODEL_RULES,
-        _pvc_claim_rule("model"),
-        *_uri_rules("model"),
+        pvc_claim_rule("model"),
+        *uri_rules("model"),
     ]
     for source in ("calibration", "evaluation", "training"):
-        rules = [_pvc_claim_rule(f"data.{source}"), *_uri_rules(f"data.{source}")]
+        rules = [pvc_claim_rule(f"data.{source}"), *uri_rules(f"data.{source}")]
         props["data"]["properties"][source]["x-kubernetes-validations"] = rules
     # Not on steps[].distill.student: inside the steps list the rule's estimated cost is over
     # the apiserver's budget; `kondense validate` and the operator (InvalidSpec) check it.
     return schema
 
 
-def _pvc_claim_rule(where: str) -> dict[str, str]:
+def pvc_claim_rule(where: str) -> dict[str, str]:
     """On the object at spec.`where`: a pvc:// uri names a valid claim (`cross_field_problems`
     says the same locally)."""
-    return _rule(
+    return rule(
         f"!has(self.uri) || !self.uri.startsWith('pvc://') "
         f"|| self.uri.matches('{PVC_CLAIM_PATTERN}')",
         f"spec.{where}.uri: {BAD_PVC_CLAIM}",
@@ -186,21 +185,21 @@ def _pvc_claim_rule(where: str) -> dict[str, str]:
     )
 
 
-def _uri_rules(where: str) -> list[dict[str, str]]:
+def uri_rules(where: str) -> list[dict[str, str]]:
     """On the object at spec.`where`: the uri's scheme is supported, it has no '..' segment and
     names no link-local host (`uri_problems` says the same locally)."""
     return [
-        _rule(
+        rule(
             f"!self.uri.contains('://') || self.uri.matches('{SUPPORTED_SCHEME_PATTERN}')",
             f"spec.{where}.uri: {UNSUPPORTED_SCHEME}",
             ".uri",
         ),
-        _rule(
+        rule(
             f"!self.uri.matches('{DOT_SEGMENT_PATTERN}')",
             f"spec.{where}.uri: {DOT_SEGMENT}",
             ".uri",
         ),
-        _rule(
+        rule(
             f"!self.uri.matches('{LINK_LOCAL_PATTERN}')",
             f"spec.{where}.uri: {LINK_LOCAL}",
             ".uri",
@@ -208,7 +207,7 @@ def _uri_rules(where: str) -> list[dict[str, str]]:
     ]
 
 
-def _condition_schema() -> dict[str, Any]:
+def condition_schema() -> dict[str, Any]:
     """metav1.Condition, as Kubernetes' own CRDs declare it."""
     return {
         "type": "object",
@@ -253,7 +252,7 @@ def status_schema() -> dict[str, Any]:
             "message": {"type": "string", "description": "The runner's or operator's message."},
             "conditions": {
                 "type": "array",
-                "items": _condition_schema(),
+                "items": condition_schema(),
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["type"],
             },

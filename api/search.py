@@ -218,9 +218,35 @@ class CompressionSearchSpec(SpecModel):
 
     @model_validator(mode="after")
     def _candidates_are_valid(self) -> CompressionSearchSpec:
+        problems = search_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         # Every candidate must be a valid CompressionJob: surface its problem at apply time.
         candidate_specs(self, devices={DeviceClass.cpu, DeviceClass.gpu})
         return self
+
+
+# Worded once: the pydantic check and the CRD's CEL rules (api/search_crd.py) say these.
+SPACE_STATIC_NEEDS_CALIBRATION = (
+    "spec.space.quantize.modes: static INT8 needs calibration data; add "
+    "spec.data.calibration.uri or remove static"
+)
+SPACE_DISTILL_NEEDS_TRAINING = (
+    "spec.space.distill: distillation needs training data; add spec.data.training.uri or "
+    "remove space.distill"
+)
+
+
+def search_problems(spec: CompressionSearchSpec) -> list[str]:
+    """Mistakes of the space that span fields; the CRD carries the same rules as CEL."""
+    problems = []
+    space = spec.space
+    modes = space.quantize.modes if space is not None and space.quantize is not None else []
+    if QuantizeMode.static in modes and spec.data.calibration is None:
+        problems.append(SPACE_STATIC_NEEDS_CALIBRATION)
+    if space is not None and space.distill is not None and spec.data.training is None:
+        problems.append(SPACE_DISTILL_NEEDS_TRAINING)
+    return problems
 
 
 class CompressionSearch(SpecModel):
@@ -303,7 +329,7 @@ def candidates(spec: CompressionSearchSpec, devices: set[DeviceClass]) -> list[C
     out: fp16 without a gpu pool."""
     space = spec.space if spec.space is not None else auto_space(spec)
     base = _base_steps(spec)
-    int8 = _int8_configs(space.quantize, calibration=spec.data.calibration is not None)
+    int8 = _int8_configs(space.quantize)
     recipes: list[tuple[str, list[Step]]] = []
     for name, config in int8:
         recipes.append((name, [*base, Step(quantize=config)]))
@@ -356,9 +382,7 @@ def _base_steps(spec: CompressionSearchSpec) -> list[Step]:
     return []
 
 
-def _int8_configs(
-    space: QuantizeSpace | None, *, calibration: bool
-) -> list[tuple[str, QuantizeConfig]]:
+def _int8_configs(space: QuantizeSpace | None) -> list[tuple[str, QuantizeConfig]]:
     if space is None:
         return []
     found: list[tuple[str, QuantizeConfig]] = []
@@ -377,11 +401,6 @@ def _int8_configs(
                     calibration_method=method or CalibrationMethod.minmax,
                 )
                 found.append((name, config))
-    if any(c.mode is QuantizeMode.static for _, c in found) and not calibration:
-        raise ValueError(
-            "spec.space.quantize.modes has static, which needs spec.data.calibration; "
-            "add calibration data or remove static"
-        )
     return found
 
 

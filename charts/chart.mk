@@ -9,8 +9,8 @@ CHART      := charts/kondense
 helm:  ## build (once) the pinned Helm from its Go module and print its path
 	@$(HELM_BUILD)
 
-chart-sync-crd:  ## copy crds/compressionjob.yaml into the chart (templates/crds/ renders it, so helm upgrade updates it)
-	cp crds/compressionjob.yaml $(CHART)/files/crds/compressionjob.yaml
+chart-sync-crd:  ## copy crds/*.yaml into the chart (templates/crds/ renders them, so helm upgrade updates them)
+	cp crds/compressionjob.yaml crds/compressionsearch.yaml $(CHART)/files/crds/
 
 chart-lint:  ## helm lint --strict the chart with its default values
 	"$$($(HELM_BUILD))" lint --strict $(CHART)

@@ -192,11 +192,20 @@ def crd(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
     ] = None,
+    kind: Annotated[
+        str, typer.Option("--kind", help="job (CompressionJob) or search (CompressionSearch).")
+    ] = "job",
 ) -> None:
-    """Print the CompressionJob CRD generated from the spec (crds/compressionjob.yaml)."""
-    from kondense.api.crd import render_crd  # the operator area owns the CRD
+    """Print a CRD generated from the models (crds/compressionjob.yaml, compressionsearch.yaml)."""
+    # The operator area owns the CRDs.
+    from kondense.api.crd import render_crd
+    from kondense.api.search_crd import render_search_crd
 
-    text = render_crd()
+    renderers = {"job": render_crd, "search": render_search_crd}
+    if kind not in renderers:
+        err.print(f"--kind: {kind!r} is not job or search")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    text = renderers[kind]()
     if output is None:
         sys.stdout.write(text)
     else:

@@ -44,7 +44,7 @@ STATE = REPO / ".cluster" / "state.json"
 KUBECONFIG = REPO / ".cluster" / "kubeconfig"
 KUBECTL = REPO / ".cluster" / "bin" / "kubectl"
 HELM_BUILD = REPO / "tests" / "chart" / "go" / "build.sh"
-CRD = REPO / "crds" / "compressionjob.yaml"
+CRDS = REPO / "crds"  # CompressionJob and CompressionSearch
 EXAMPLE = REPO / "examples" / "cluster-digits-static-int8.yaml"
 EXAMPLE_BUCKET = "kondense-examples"
 # Local file (relative to examples/) -> key in EXAMPLE_BUCKET, as the example's URIs name them.
@@ -200,7 +200,7 @@ def install(args: argparse.Namespace) -> None:
     helm = helm_binary()
     step(f"cluster, images and Helm ready ({helm})")
 
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     kubectl("wait", "--for=condition=Established", "crd/compressionjobs.kondense.dev")
     ns = {
         "apiVersion": "v1",
@@ -208,14 +208,14 @@ def install(args: argparse.Namespace) -> None:
         "metadata": {"name": args.namespace, "labels": RESTRICTED},
     }
     kubectl("apply", "-f", "-", stdin=json.dumps(ns))
-    step(f"CRD applied, namespace {args.namespace} (Pod Security: restricted)")
+    step(f"CRDs applied, namespace {args.namespace} (Pod Security: restricted)")
 
     generated = REPO / "build" / "cluster-install" / f"{args.release}-images.yaml"
     generated.parent.mkdir(parents=True, exist_ok=True)
     values = images_values(images)
     generated.write_text(
         "# Written by scripts/cluster-install.py: the images in .cluster/state.json, and the\n"
-        "# CRD left to the script (applied above from crds/, shared by every release here).\n"
+        "# CRDs left to the script (applied above from crds/, shared by every release here).\n"
         + yaml.safe_dump({**values, "crds": {"enabled": False}}, sort_keys=False)
     )
     extra = [a for f in args.values for a in ("-f", str(Path(f).resolve()))]

@@ -1,25 +1,30 @@
-"""The chart's CRD: the checked-in CRD byte for byte (`make chart-sync-crd` copies it into
-files/crds/), rendered by templates/crds/ so that `helm upgrade` updates it (crds.enabled), and
-annotated to survive `helm uninstall` (crds.keep)."""
+"""The chart's CRDs (CompressionJob, CompressionSearch): the checked-in CRDs byte for byte
+(`make chart-sync-crd` copies them into files/crds/), rendered by templates/crds/ so that
+`helm upgrade` updates them (crds.enabled), and annotated to survive `helm uninstall`
+(crds.keep)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from fixtures.helm import by_kind, render
 
 REPO = Path(__file__).resolve().parents[2]
+FILES = ["compressionjob.yaml", "compressionsearch.yaml"]
 TOP = REPO / "crds" / "compressionjob.yaml"
-CHART_COPY = REPO / "charts" / "kondense" / "files" / "crds" / "compressionjob.yaml"
 CRD = "templates/crds/compressionjob.yaml"
 
 
-def test_chart_crd_is_identical_to_top_level_crd() -> None:
-    assert TOP.is_file(), "crds/compressionjob.yaml is missing: generate it with `kondense crd`"
-    assert CHART_COPY.is_file(), "the chart has no CRD: run `make chart-sync-crd`"
-    assert CHART_COPY.read_bytes() == TOP.read_bytes(), (
-        "the chart's files/crds/compressionjob.yaml differs from crds/: run `make chart-sync-crd`"
+@pytest.mark.parametrize("name", FILES)
+def test_chart_crd_is_identical_to_top_level_crd(name: str) -> None:
+    top = REPO / "crds" / name
+    chart_copy = REPO / "charts" / "kondense" / "files" / "crds" / name
+    assert top.is_file(), f"crds/{name} is missing: generate it with `make crd`"
+    assert chart_copy.is_file(), "the chart lacks this CRD: run `make chart-sync-crd`"
+    assert chart_copy.read_bytes() == top.read_bytes(), (
+        f"the chart's files/crds/{name} differs from crds/: run `make chart-sync-crd`"
     )
 
 
@@ -29,15 +34,21 @@ def test_chart_has_no_crds_folder() -> None:
     assert not (REPO / "charts" / "kondense" / "crds").exists()
 
 
-def test_rendered_crd_is_the_generated_crd_with_release_labels(helm_bin: Path) -> None:
-    (crd,) = by_kind(render(helm_bin, release="kd"), "CustomResourceDefinition")
-    generated = yaml.safe_load(TOP.read_text())
-    assert crd["apiVersion"] == generated["apiVersion"]
-    assert crd["metadata"]["name"] == generated["metadata"]["name"]
-    assert crd["spec"] == generated["spec"]
-    labels = crd["metadata"]["labels"]
-    assert labels["app.kubernetes.io/instance"] == "kd"
-    assert labels["app.kubernetes.io/managed-by"] == "Helm"
+def test_rendered_crds_are_the_generated_crds_with_release_labels(helm_bin: Path) -> None:
+    rendered = by_kind(render(helm_bin, release="kd"), "CustomResourceDefinition")
+    assert [crd["spec"]["names"]["kind"] for crd in rendered] == [
+        "CompressionJob",
+        "CompressionSearch",
+    ]
+    for crd, name in zip(rendered, FILES, strict=True):
+        generated = yaml.safe_load((REPO / "crds" / name).read_text())
+        assert crd["apiVersion"] == generated["apiVersion"]
+        assert crd["metadata"]["name"] == generated["metadata"]["name"]
+        assert crd["spec"] == generated["spec"]
+        labels = crd["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "kd"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
 
 
 def test_crd_is_kept_on_uninstall_by_default(helm_bin: Path) -> None:

@@ -1,0 +1,254 @@
+"""The CompressionSearch CustomResourceDefinition, generated from api/search.py the way
+api/crd.py generates CompressionJob's: structural schema, descriptions for `kubectl explain`,
+the space's cross-field rules as CEL, printer columns that tell the search's story.
+
+`kondense crd --kind search -o crds/compressionsearch.yaml` writes it; a test fails when the
+checked-in file drifts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from kondense.api.crd import (
+    MODEL_RULES,
+    OUTPUT_RULES,
+    PHASES,
+    condition_schema,
+    pvc_claim_rule,
+    rule,
+    structural_schema,
+    uri_rules,
+)
+from kondense.api.search import (
+    SEARCH_KIND,
+    SEARCH_PLURAL,
+    SEARCH_SHORT_NAMES,
+    SEARCH_SINGULAR,
+    SPACE_DISTILL_NEEDS_TRAINING,
+    SPACE_STATIC_NEEDS_CALIBRATION,
+    CompressionSearchSpec,
+)
+from kondense.api.spec import API_GROUP, API_VERSION
+
+# The same mistakes `search_problems` reports locally, in the same words.
+SEARCH_RULES = [
+    rule(
+        "!(has(self.space) && has(self.space.quantize) && has(self.space.quantize.modes) "
+        "&& self.space.quantize.modes.exists(m, m == 'static')) "
+        "|| (has(self.data) && has(self.data.calibration))",
+        SPACE_STATIC_NEEDS_CALIBRATION,
+    ),
+    rule(
+        "!(has(self.space) && has(self.space.distill)) "
+        "|| (has(self.data) && has(self.data.training))",
+        SPACE_DISTILL_NEEDS_TRAINING,
+    ),
+]
+
+
+def search_spec_schema() -> dict[str, Any]:
+    """spec's OpenAPI schema with the CEL rules attached where they apply."""
+    raw = CompressionSearchSpec.model_json_schema(by_alias=True, mode="validation")
+    schema = structural_schema(raw)
+    schema["x-kubernetes-validations"] = SEARCH_RULES
+    props = schema["properties"]
+    props["output"]["x-kubernetes-validations"] = [
+        *OUTPUT_RULES,
+        pvc_claim_rule("output"),
+        *uri_rules("output"),
+    ]
+    props["model"]["x-kubernetes-validations"] = [
+        *MODEL_RULES,
+        pvc_claim_rule("model"),
+        *uri_rules("model"),
+    ]
+    for source in ("calibration", "evaluation", "training"):
+        rules = [pvc_claim_rule(f"data.{source}"), *uri_rules(f"data.{source}")]
+        props["data"]["properties"][source]["x-kubernetes-validations"] = rules
+    return schema
+
+
+def _number(description: str) -> dict[str, Any]:
+    return {"type": "number", "description": description}
+
+
+def _string(description: str) -> dict[str, Any]:
+    return {"type": "string", "description": description}
+
+
+_RATIOS = {
+    "sizeRatio": _number("baseline size / compressed size, measured by the candidate's job"),
+    "speedup": _number("baseline p50 / compressed p50, both measured on the candidate's node"),
+    "metricDrop": _number("baseline metric - compressed metric"),
+}
+
+
+def search_status_schema() -> dict[str, Any]:
+    """status: phase, conditions, every candidate's figures, the Pareto front and the best."""
+    candidate = {
+        "type": "object",
+        "description": "One candidate in one round, as its CompressionJob reported it.",
+        "properties": {
+            "index": {"type": "integer", "description": "The candidate's place in the space."},
+            "name": _string("The candidate, e.g. int8-static-entropy."),
+            "recipe": _string("Its steps, e.g. export>optimize>int8-dynamic."),
+            "round": {
+                "type": "string",
+                "enum": ["screen", "full"],
+                "description": "screen: a small evaluation subset; full: the whole evaluation.",
+            },
+            "job": _string("The child CompressionJob."),
+            "phase": {"type": "string", "enum": PHASES},
+            "reason": _string("The child's CamelCase reason."),
+            "pool": _string("The node pool it ran on."),
+            "node": _string("The node it ran on."),
+            "cpu": _string("The CPU that measured it, and its INT8 dot-product kind."),
+            **_RATIOS,
+            "accepted": {"type": "boolean", "description": "Within the metric budget."},
+            "artifact": _string("The compressed model's URI."),
+        },
+    }
+    best = {
+        "type": "object",
+        "description": "The winner: the accepted, fully evaluated candidate that minimizes "
+        "the objective.",
+        "properties": {
+            "name": _string("The candidate."),
+            "recipe": _string("Its steps."),
+            "job": _string("Its CompressionJob (full round)."),
+            "artifact": _string("The compressed model's URI."),
+            **_RATIOS,
+            "why": _string("Why it won, in one sentence."),
+        },
+    }
+    return {
+        "type": "object",
+        "description": "What the operator observed. Written by the operator only.",
+        "default": {"observedGeneration": 0},
+        "properties": {
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "phase": {"type": "string", "enum": PHASES, "description": "Where the search is."},
+            "reason": _string("CamelCase reason of the last phase."),
+            "message": _string("What the search is doing, or how it ended."),
+            "conditions": {
+                "type": "array",
+                "items": condition_schema(),
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+            "spaceSize": {"type": "integer", "description": "Candidates in the space."},
+            "candidatesTotal": {
+                "type": "integer",
+                "description": "Candidates tried: the space cut to budget.maxCandidates.",
+            },
+            "candidatesDone": {
+                "type": "integer",
+                "description": "Candidates whose last round has finished.",
+            },
+            "candidates": {"type": "array", "items": candidate},
+            "paretoFront": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Fully evaluated candidates no other beats on speedup, size "
+                "ratio and metric drop at once.",
+            },
+            "best": best,
+            "startTime": {"type": "string", "format": "date-time"},
+            "completionTime": {"type": "string", "format": "date-time"},
+        },
+    }
+
+
+SEARCH_PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Best", "type": "string", "jsonPath": ".status.best.name"},
+    {
+        "name": "Speedup",
+        "type": "number",
+        "jsonPath": ".status.best.speedup",
+        "description": "the best candidate's baseline p50 / compressed p50",
+    },
+    {
+        "name": "Size-Ratio",
+        "type": "number",
+        "jsonPath": ".status.best.sizeRatio",
+        "description": "the best candidate's baseline size / compressed size",
+    },
+    {
+        "name": "Metric-Drop",
+        "type": "number",
+        "jsonPath": ".status.best.metricDrop",
+        "description": "the best candidate's metric drop",
+    },
+    {"name": "Done", "type": "integer", "jsonPath": ".status.candidatesDone"},
+    {"name": "Candidates", "type": "integer", "jsonPath": ".status.candidatesTotal"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Message",
+        "type": "string",
+        "jsonPath": ".status.message",
+        "priority": 1,
+        "description": "what the search is doing, or how it ended (kubectl get -o wide)",
+    },
+]
+
+
+def build_search_crd() -> dict[str, Any]:
+    """The whole CustomResourceDefinition object."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{SEARCH_PLURAL}.{API_GROUP}"},
+        "spec": {
+            "group": API_GROUP,
+            "names": {
+                "kind": SEARCH_KIND,
+                "listKind": f"{SEARCH_KIND}List",
+                "plural": SEARCH_PLURAL,
+                "singular": SEARCH_SINGULAR,
+                "shortNames": SEARCH_SHORT_NAMES,
+                "categories": ["kondense"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": SEARCH_PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A search over compression recipes: the kondense "
+                            "operator runs one CompressionJob per candidate, at most "
+                            "budget.parallelism at once, and keeps the best that meets the "
+                            "accuracy budget.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": search_spec_schema(),
+                                "status": search_status_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+SEARCH_HEADER = (
+    "# Generated by `kondense crd --kind search -o crds/compressionsearch.yaml` from\n"
+    "# api/search.py. Do not edit: change the models and regenerate.\n"
+)
+
+
+def render_search_crd() -> str:
+    """The CRD as the YAML text checked in at crds/compressionsearch.yaml."""
+    return SEARCH_HEADER + yaml.safe_dump(build_search_crd(), sort_keys=False, width=100)

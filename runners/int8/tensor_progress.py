@@ -1,11 +1,11 @@
-"""Tensor-by-tensor progress from inside ONNX Runtime's quantizers and FP16 converter.
+"""Tensor-by-tensor progress from inside ONNX Runtime's quantizers.
 
-Their loops over the weights run inside one call (`quantize_dynamic`, `quantize_static`,
-`convert_float_to_float16`) and report nothing; on a model of gigabytes that call is most of
-the step. While inside these context managers, the per-weight methods those loops call are
-wrapped so that each weight done is reported to the job's Progress (runners/progress.py
-decides what reaches the log). A method a future ONNX Runtime renames is simply not wrapped:
-the stage is then reported at its start and its end only.
+Their loops over the weights run inside one call (`quantize_dynamic`, `quantize_static`) and
+report nothing; on a model of gigabytes that call is most of the step. While inside these
+context managers, the per-weight methods those loops call are wrapped so that each weight done
+is reported to the job's Progress (runners/progress.py decides what reaches the log). A method
+a future ONNX Runtime renames is simply not wrapped: the stage is then reported at its start
+and its end only. (FP16 reports its weights itself: runners/model/float16.py.)
 """
 
 from __future__ import annotations
@@ -102,31 +102,3 @@ def quantizer_reports_weights(
             (qdq_quantizer.QDQQuantizer, "_add_qdq_nodes_for_initializer"),
         ],
     )
-
-
-@contextlib.contextmanager
-def fp16_reports_initializers(
-    progress: Progress, description: str, model: onnx.ModelProto
-) -> Iterator[None]:
-    """While inside, ONNX Runtime's float16 converter reports each float initializer of
-    `model` it converts, as `description` i/total."""
-    import onnx
-    from onnxruntime.transformers import float16
-
-    initializers = {
-        t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT
-    }
-    with _reported(progress, description, len(initializers), []) as one:
-        original = float16.convert_tensor_float_to_float16
-
-        def reporting(tensor: Any, *args: Any, **kwargs: Any) -> Any:
-            result = original(tensor, *args, **kwargs)
-            if tensor.name in initializers:
-                one(tensor.name)
-            return result
-
-        float16.convert_tensor_float_to_float16 = reporting
-        try:
-            yield
-        finally:
-            float16.convert_tensor_float_to_float16 = original

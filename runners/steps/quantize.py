@@ -40,7 +40,6 @@ from kondense.runners.model.assets import tokenizer_dir
 
 if TYPE_CHECKING:
     import numpy as np
-    import onnx
 
     from kondense.runners.io.data import Batch
 
@@ -742,25 +741,17 @@ def convert_fp16(
     source: Path, target: Path, config: QuantizeConfig, *, progress: Progress = no_progress
 ) -> None:
     """FP16 weights and compute, float32 inputs/outputs kept when config.keep_io_types; each
-    initializer converted is reported to `progress`."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-    from onnxruntime.transformers.onnx_model import OnnxModel
+    weight converted is reported to `progress`. ONNX Runtime's converter decides the graph;
+    the weights follow tensor by tensor (runners/model/float16.py), so memory stays within
+    the model's bytes."""
+    from kondense.runners.model.float16 import convert_to_float16
 
-    from kondense.runners.int8.tensor_progress import fp16_reports_initializers
-
-    model: onnx.ModelProto = onnx.load_model(str(source), load_external_data=True)
-    with fp16_reports_initializers(progress, "quantize: fp16, weight tensors", model):
-        converted = convert_float_to_float16(
-            model,
-            keep_io_types=config.keep_io_types,
-            op_block_list=fp16_block_list(config),
-            node_block_list=list(config.exclude_nodes or []) or None,
-            # Shape inference by path only works under 2 GB; large models skip it.
-            disable_shape_infer=onnx_files.weight_bytes(model) > onnx_files.EXTERNAL_DATA_THRESHOLD,
-        )
-    # keep_io_types appends the input Casts at the end of the node list; ONNX Runtime does not
-    # mind, but onnx.checker (and every tool that validates) requires topological order.
-    wrapped = OnnxModel(converted)
-    wrapped.topological_sort()
-    onnx_files.save_onnx(wrapped.model, target)
+    convert_to_float16(
+        source,
+        target,
+        keep_io_types=config.keep_io_types,
+        op_block_list=fp16_block_list(config),
+        node_block_list=list(config.exclude_nodes or []),
+        progress=progress,
+        description="quantize: fp16, weight tensors",
+    )

@@ -1,7 +1,10 @@
-"""Latency and throughput of baseline and result, measured side by side with one set of settings.
+"""Latency and throughput of models measured with one set of settings.
 
-Each model gets untimed warm-up runs; then timed runs alternate between the two models in
-rounds, so a noisy neighbour slows both alike instead of whichever ran second.
+Each model gets untimed warm-up runs before its timed runs. `benchmark_models` holds every
+model's session and alternates the timed runs between them in rounds, so a noisy neighbour
+slows all alike (tuning candidates, which are small); `benchmark_session` times one session,
+which is how a job's baseline and result are measured: one after the other, so that a large
+model and its result are never in memory together (runners/measure/side_by_side.py).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,3 +75,25 @@ def benchmark_models(
                 session.run(None, data)
                 times[index].append(time.perf_counter() - start)
     return [summarize(t, batch_size=batch_size, threads=threads, device=device) for t in times]
+
+
+def benchmark_session(
+    session: Any,
+    inputs: dict[str, np.ndarray],
+    *,
+    threads: int,
+    device: Device,
+    warmup: int,
+    runs: int,
+) -> Timing:
+    """Time `session` on `inputs` (one batch): `warmup` untimed runs, then `runs` timed ones."""
+    data = feed(session, inputs)
+    for _ in range(warmup):
+        session.run(None, data)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, data)
+        times.append(time.perf_counter() - start)
+    batch_size = len(next(iter(inputs.values())))
+    return summarize(times, batch_size=batch_size, threads=threads, device=device)

@@ -7,9 +7,10 @@ generic: agreement with the original (accuracy with labels) on the same inputs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,6 +87,61 @@ class Evaluation:
         return self.baseline - self.compressed
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """One model's first output on every evaluation batch (sentence embeddings for text
+    embedding models), and the labels when every batch has them."""
+
+    values: np.ndarray
+    labels: np.ndarray | None
+
+
+def batch_list(batches: Iterable[Batch]) -> list[Batch]:
+    """The evaluation batches, read once so that each model runs on the same ones."""
+    listed = list(batches)
+    if not listed:
+        raise BadInput("spec.data.evaluation: the evaluation data has no samples")
+    return listed
+
+
+def model_outputs(session: Any, batches: Sequence[Batch], *, task: Task) -> Outputs:
+    """`session`'s outputs on `batches`, as the task's metric compares them."""
+    values: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for batch, output in run_batches(session, batches):
+        if task == Task.text_embedding:
+            output = mean_pool(output, batch.inputs.get("attention_mask"))
+        values.append(output)
+        if batch.labels is not None:
+            labels.append(batch.labels)
+    return Outputs(
+        np.concatenate(values), np.concatenate(labels) if len(labels) == len(batches) else None
+    )
+
+
+def score(baseline: Outputs, result: Outputs, *, task: Task, metric: Metric) -> Evaluation:
+    """The task's metric for the baseline and the result, from their outputs on the same data.
+
+    Without labels the baseline scores 1.0 by definition (it agrees with itself) and the
+    result scores its cosine or agreement to the baseline.
+    """
+    a, b = baseline.values, result.values
+    samples = len(a)
+    has_labels = baseline.labels is not None
+    name = metric_name(metric, task, has_labels, classes=a.reshape(len(a), -1).shape[1])
+    if name == COSINE:
+        if a.reshape(len(a), -1).shape[1] == 1:
+            # One value per sample: the cosine of two scalars is only their sign, so the
+            # outputs over all samples are compared as one vector.
+            a, b = a.reshape(1, -1), b.reshape(1, -1)
+        return Evaluation(name, 1.0, mean_cosine(a, b), samples)
+    if name == AGREEMENT:
+        return Evaluation(name, 1.0, agreement(a, b), samples)
+    assert baseline.labels is not None  # metric_name gives accuracy only with labels
+    y = baseline.labels
+    return Evaluation(name, top1_accuracy(a, y), top1_accuracy(b, y), samples)
+
+
 def evaluate_pair(
     baseline: Path,
     compressed: Path,
@@ -96,40 +152,13 @@ def evaluate_pair(
     threads: int,
     device: Device,
 ) -> Evaluation:
-    """Run both models on the same batches and score them with the task's metric.
-
-    Without labels the baseline scores 1.0 by definition (it agrees with itself) and the
-    result scores its cosine or agreement to the baseline.
-    """
-    base_session = open_session(baseline, threads=threads, device=device)
-    result_session = open_session(compressed, threads=threads, device=device)
-    base_out: list[np.ndarray] = []
-    result_out: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    batch_list = list(batches)
-    if not batch_list:
-        raise BadInput("spec.data.evaluation: the evaluation data has no samples")
-    for (batch, base), (_, result) in zip(
-        run_batches(base_session, batch_list), run_batches(result_session, batch_list), strict=True
-    ):
-        mask = batch.inputs.get("attention_mask") if task == Task.text_embedding else None
-        if task == Task.text_embedding:
-            base, result = mean_pool(base, mask), mean_pool(result, mask)
-        base_out.append(base)
-        result_out.append(result)
-        if batch.labels is not None:
-            labels.append(batch.labels)
-    has_labels = len(labels) == len(batch_list)
-    a, b = np.concatenate(base_out), np.concatenate(result_out)
-    samples = len(a)
-    name = metric_name(metric, task, has_labels, classes=a.reshape(len(a), -1).shape[1])
-    if name == COSINE:
-        if a.reshape(len(a), -1).shape[1] == 1:
-            # One value per sample: the cosine of two scalars is only their sign, so the
-            # outputs over all samples are compared as one vector.
-            a, b = a.reshape(1, -1), b.reshape(1, -1)
-        return Evaluation(name, 1.0, mean_cosine(a, b), samples)
-    if name == AGREEMENT:
-        return Evaluation(name, 1.0, agreement(a, b), samples)
-    y = np.concatenate(labels)
-    return Evaluation(name, top1_accuracy(a, y), top1_accuracy(b, y), samples)
+    """Run both models on the same batches and score them with the task's metric (see
+    `score`). The baseline runs first and its session is closed before the result's opens,
+    so the two models are never in memory together."""
+    listed = batch_list(batches)
+    outputs = []
+    for path in (baseline, compressed):
+        session = open_session(path, threads=threads, device=device)
+        outputs.append(model_outputs(session, listed, task=task))
+        del session
+    return score(outputs[0], outputs[1], task=task, metric=metric)

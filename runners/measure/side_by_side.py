@@ -128,27 +128,23 @@ def measure_pair(
     tokenizer_dir: Path | None,
     progress: Progress,
 ) -> Results:
-    """Baseline and result evaluated and benchmarked side by side on this machine."""
+    """Baseline and result evaluated and benchmarked on this machine, with the same data and
+    settings: the baseline first, then the result.
+
+    One session is alive at a time: a session holds about the model's float32 bytes (on a
+    CPU an fp16 model's too: ONNX Runtime turns its weights back to float32 there), so two at
+    once would be the largest part of a large job's peak memory (issue #17).
+    """
     from kondense.runners.io import data
     from kondense.runners.measure import evaluate
-    from kondense.runners.measure.benchmark import benchmark_models
-    from kondense.runners.measure.inference import pick_device, resolve_threads
+    from kondense.runners.measure.benchmark import benchmark_session
+    from kondense.runners.measure.inference import open_session, pick_device, resolve_threads
 
     settings = spec.evaluation
     threads = resolve_threads(settings.threads)
     device = pick_device(prefer_gpu=True)
     evaluation_data, batches = _eval_data(spec, signatures, tokenizer_dir)
-    progress(f"evaluate on {evaluation_data.value} inputs", 0, None)
-    evaluation = evaluate.evaluate_pair(
-        baseline.path,
-        result.path,
-        batches,
-        task=spec.model.task,
-        metric=settings.metric,
-        threads=threads,
-        device=device,
-    )
-    progress("benchmark", 0, None)
+    listed = evaluate.batch_list(batches)
     (inputs,) = data.synthetic_batches(
         _benchmark_signatures(spec, signatures),
         batches=1,
@@ -156,14 +152,25 @@ def measure_pair(
         sequence_length=settings.sequence_length,
         vocab=data.vocab_size(tokenizer_dir),
     )
-    base_time, result_time = benchmark_models(
-        [baseline.path, result.path],
-        inputs.inputs,
-        threads=threads,
-        device=device,
-        warmup=settings.warmup,
-        runs=settings.runs,
-    )
+    outputs, timings = [], []
+    for role, model in (("baseline", baseline), ("result", result)):
+        progress(f"{role}: evaluate on {evaluation_data.value} inputs", 0, None)
+        session = open_session(model.path, threads=threads, device=device)
+        outputs.append(evaluate.model_outputs(session, listed, task=spec.model.task))
+        progress(f"{role}: benchmark", 0, None)
+        timings.append(
+            benchmark_session(
+                session,
+                inputs.inputs,
+                threads=threads,
+                device=device,
+                warmup=settings.warmup,
+                runs=settings.runs,
+            )
+        )
+        del session
+    evaluation = evaluate.score(*outputs, task=spec.model.task, metric=settings.metric)
+    base_time, result_time = timings
     with_gzip = bool(spec.steps_named("prune"))
     base_figures = _figures(baseline.path, base_time, evaluation.baseline, with_gzip)
     result_figures = _figures(result.path, result_time, evaluation.compressed, with_gzip)

@@ -149,3 +149,46 @@ def test_single_output_models_are_compared_over_all_samples_not_by_sign(tmp_path
         device=CPU,
     )
     assert scored.metric_name == "cosine" and scored.compressed < 0.999
+
+
+def test_the_baseline_and_the_result_are_measured_one_after_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large model and its result never sit in memory together: each is opened once, and
+    the baseline's session is gone before the result's opens (issue #17)."""
+    import weakref
+
+    from fixtures.models import minimal_spec
+
+    from kondense.api.spec import ModelFormat
+    from kondense.runners.core import Model, no_progress
+    from kondense.runners.measure import inference
+    from kondense.runners.measure.side_by_side import measure_pair
+
+    base = build_tiny_onnx(tmp_path / "a.onnx", seed=0)
+    result = build_tiny_onnx(tmp_path / "b.onnx", seed=1)
+    opened: list[tuple[str, int]] = []
+    alive: set[int] = set()
+    real = inference.open_session
+
+    def counted(path: Path, **kwargs: object) -> object:
+        session = real(path, **kwargs)  # type: ignore[arg-type]
+        alive.add(id(session))
+        weakref.finalize(session, alive.discard, id(session))
+        opened.append((path.name, len(alive)))
+        return session
+
+    monkeypatch.setattr(inference, "open_session", counted)
+    spec = minimal_spec(tmp_path, model_uri=str(base), steps=[{"quantize": {"mode": "dynamic"}}])
+    results = measure_pair(
+        Model(path=base, format=ModelFormat.onnx),
+        Model(path=result, format=ModelFormat.onnx),
+        spec,
+        onnx_input_signatures(base),
+        None,
+        no_progress,
+    )
+    assert opened == [("a.onnx", 1), ("b.onnx", 1)]
+    assert results.metric_name == "agreement" and results.baseline.metric == 1.0
+    assert results.compressed.metric < 0.9  # scored against the baseline's outputs
+    assert results.baseline.latency_ms_p50 > 0 and results.compressed.latency_ms_p50 > 0

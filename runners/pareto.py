@@ -68,10 +68,11 @@ def render_chart(points: Sequence[Point], title: str, image_format: str = "png")
         largest = max(p.size_mb for p in members) or 1.0
         for point in members:
             on_front = point in front
+            area = 60 + 900 * point.size_mb / largest  # points^2: the marker is sqrt(area) wide
             axis.scatter(
                 point.latency_ms,
                 point.metric,
-                s=60 + 900 * point.size_mb / largest,
+                s=area,
                 color="tab:blue" if on_front else "lightgrey",
                 edgecolor="black" if on_front else "grey",
                 alpha=0.8,
@@ -81,15 +82,18 @@ def render_chart(points: Sequence[Point], title: str, image_format: str = "png")
                 f"{point.name}\n{point.size_mb:.1f} MB",
                 (point.latency_ms, point.metric),
                 textcoords="offset points",
-                xytext=(8, 6),
+                # Up and right of the marker's edge, whatever its size: never over it.
+                xytext=(0.36 * area**0.5 + 4, 0.36 * area**0.5 + 2),
                 fontsize=7,
                 color="black" if on_front else "grey",
             )
         axis.plot([p.latency_ms for p in front], [p.metric for p in front], "--", color="tab:blue")
         if group:
             axis.set_title(group, fontsize=10)
-        axis.set_xlabel("p50 latency, ms (batch 1)")
-        axis.set_ylabel("metric vs FP32 (higher is better)")
+        axis.set_xlabel("p50 latency per batch, ms")
+        axis.set_ylabel("metric, baseline = 1 (higher is better)")
+        # Room for the largest marker and the labels up and right of the markers.
+        axis.margins(x=0.2, y=0.2)
         axis.grid(True, alpha=0.3)
     figure.suptitle(f"{title}\nblue: Pareto front (latency, metric, size); area: model size")
     figure.tight_layout()

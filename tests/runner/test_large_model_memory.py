@@ -54,8 +54,8 @@ def _run(folder: Path, weight_bytes: int, mode: str) -> tuple[int, MemoryRun]:
     return size, run
 
 
-@pytest.mark.parametrize("mode", ["dynamic", "static"])
-def test_optimize_and_int8_peak_under_twice_the_models_bytes(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("mode", ["dynamic", "static", "fp16"])
+def test_optimize_and_quantize_peak_under_twice_the_models_bytes(tmp_path: Path, mode: str) -> None:
     small_size, small = _run(tmp_path / "small", HIDDEN * HIDDEN * 4, mode)
     size, large = _run(tmp_path / "large", MODEL_BYTES, mode)
     added = large.peak_rss - small.peak_rss

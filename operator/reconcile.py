@@ -13,9 +13,9 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -103,6 +103,27 @@ def api_message(error: ApiException) -> str:
 # that times out fails the reconcile, which the resync loop retries.
 REQUEST_TIMEOUT_S = 30.0
 
+# What the work queue holds: (kind, namespace, name). One queue for every kind the operator
+# reconciles, so that a kind's objects never wait behind a queue of their own.
+QueueKey = tuple[str, str, str]
+
+
+class KindReconciler(Protocol):
+    """Another kind whose objects the Reconciler's workers reconcile (`add_kind`)."""
+
+    def reconcile_named(
+        self, namespace: str, name: str, snapshot: dict[str, Any] | None = None
+    ) -> None: ...
+
+    def revisit(self, everything: bool) -> set[tuple[str, str]]:
+        """The objects the resync loop queues again: those whose last reconcile failed, and
+        with `everything` all those still in flight."""
+        ...
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The object is gone."""
+        ...
+
 
 class Reconciler:
     """Reconciles CompressionJobs with one ApiClient; safe to call from several threads."""
@@ -128,18 +149,25 @@ class Reconciler:
         self._failed: set[tuple[str, str]] = set()
         self._queued: set[tuple[str, str]] = set()
         self._started: dict[tuple[str, str], float] = {}  # reconciles running, since when
-        # The work queue (enqueue, work_forever): jobs waiting for a worker, new ones first.
+        # The work queue (enqueue, work_forever): objects waiting for a worker, new ones first,
+        # keyed by kind too (CompressionJobs, and the kinds add_kind registers).
         self._work = threading.Condition(self._locks_guard)
-        self._waiting: set[tuple[str, str]] = set()
-        self._new: deque[tuple[str, str]] = deque()
-        self._known: deque[tuple[str, str]] = deque()
-        self._working: set[tuple[str, str]] = set()  # taken by a worker
+        self._waiting: set[QueueKey] = set()
+        self._new: deque[QueueKey] = deque()
+        self._known: deque[QueueKey] = deque()
+        self._working: set[QueueKey] = set()  # taken by a worker
         # A new job's body as its watch event delivered it, while nothing newer was heard:
         # the worker reconciles that instead of reading it again (one call fewer to its Job).
-        self._snapshots: dict[tuple[str, str], dict[str, Any]] = {}
+        self._snapshots: dict[QueueKey, dict[str, Any]] = {}
+        self._kinds: dict[str, KindReconciler] = {}
         # Events are posted in order by one thread, off the path of the status and the Job.
         self._events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._event_poster: threading.Thread | None = None
+
+    def add_kind(self, kind: str, reconciler: KindReconciler) -> None:
+        """Let the workers and the resync loop reconcile objects of `kind` too:
+        `enqueue(namespace, name, kind=kind)` queues one."""
+        self._kinds[kind] = reconciler
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -193,14 +221,16 @@ class Reconciler:
         name: str,
         new: bool = False,
         snapshot: Mapping[str, Any] | None = None,
+        kind: str = KIND,
     ) -> None:
-        """Ask a worker (`work_forever`) to reconcile `namespace/name`. However many events ask
+        """Ask a worker (`work_forever`) to reconcile the `kind` (by default a
+        CompressionJob) `namespace/name`. However many events ask
         while it waits, it is reconciled once; `new` (a job without status: its runner Job is
         not created yet) goes ahead of the jobs already running, so that applying many jobs
         at once creates their Jobs first. Kopf's handler threads never block on a job's lock.
         A `snapshot` (the event's body) of a fresh job is reconciled as it is, unless another
         request comes while it waits."""
-        key = (namespace, name)
+        key = (kind, namespace, name)
         with self._work:
             if key in self._waiting:
                 self._snapshots.pop(key, None)  # something changed since: read it again
@@ -212,7 +242,7 @@ class Reconciler:
             (self._new if new else self._known).append(key)
             self._work.notify()
 
-    def _next(self) -> tuple[tuple[str, str], dict[str, Any] | None] | None:
+    def _next(self) -> tuple[QueueKey, dict[str, Any] | None] | None:
         # A job being reconciled waits in the queue until that reconcile is over.
         for waiting in (self._new, self._known):
             for index, key in enumerate(waiting):
@@ -232,14 +262,20 @@ class Reconciler:
                     self._work.wait(1.0)
                     continue
             key, snapshot = taken
+            kind, namespace, name = key
             try:
-                self.reconcile_named(*key, snapshot=snapshot)
+                self._reconcile_of(kind)(namespace, name, snapshot=snapshot)
             except Exception as error:  # counted, and retried by the resync loop
-                log.warning("reconcile of %s/%s failed: %r", key[0], key[1], error)
+                log.warning("reconcile of %s %s/%s failed: %r", kind, namespace, name, error)
             finally:
                 with self._work:
                     self._working.discard(key)
                     self._work.notify_all()  # a job waiting behind this one may go
+
+    def _reconcile_of(self, kind: str) -> Callable[..., None]:
+        if kind == KIND:
+            return self.reconcile_named
+        return self._kinds[kind].reconcile_named
 
     def longest_reconcile(self) -> tuple[float, str]:
         """Seconds the longest-running reconcile has run (0 when none), and its job."""
@@ -267,7 +303,11 @@ class Reconciler:
 
     def resync(self, everything: bool) -> None:
         """Reconcile again the jobs whose last reconcile failed, and with `everything` all
-        jobs still in flight: a level-based safety net for lost events and API errors."""
+        jobs still in flight: a level-based safety net for lost events and API errors. Other
+        kinds' objects (add_kind) are queued for the workers."""
+        for kind, other in self._kinds.items():
+            for namespace, name in sorted(other.revisit(everything)):
+                self.enqueue(namespace, name, kind=kind)
         with self._locks_guard:
             keys = set(self._failed) | (set(self._active) if everything else set())
         for namespace, name in sorted(keys):
@@ -283,8 +323,11 @@ class Reconciler:
             rounds += 1
             self.resync(everything=rounds % 6 == 0)
 
-    def forget(self, namespace: str, name: str) -> None:
-        """The CompressionJob is gone: drop its metrics and lock."""
+    def forget(self, namespace: str, name: str, kind: str = KIND) -> None:
+        """The CompressionJob (or object of `kind`) is gone: drop its metrics and lock."""
+        if kind != KIND:
+            self._kinds[kind].forget(namespace, name)
+            return
         metrics.TABLE.forget(namespace, name)
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
@@ -382,7 +425,7 @@ class Reconciler:
             )
         moved = transition(current, desired)
         if moved is not None:
-            self._post_event(cj, moved)
+            self.post_event(cj, moved)
             log.info("%s/%s: %s", meta["namespace"], meta["name"], moved.message)
         metrics.TABLE.record(meta["namespace"], meta["name"], desired, previous=current)
         key = (meta["namespace"], meta["name"])
@@ -498,14 +541,16 @@ class Reconciler:
                 if error.status != 404:
                     raise
 
-    def _post_event(self, cj: dict[str, Any], moved: Transition) -> None:
+    def post_event(self, cj: dict[str, Any], moved: Transition, kind: str = KIND) -> None:
+        """Post `moved` as a core v1 Event on the object `cj` of `kind`, from one thread off
+        the reconcile, in order."""
         meta = cj["metadata"]
         now = datetime.now(UTC)
         event = {
             "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": f"{API_GROUP}/{API_VERSION}",
-                "kind": KIND,
+                "kind": kind,
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta["uid"],

@@ -96,3 +96,36 @@ def test_a_fresh_jobs_event_body_stands_for_the_read_until_another_event_comes()
     drain(reconciler, workers=1)
     assert reconciler.calls == ["fresh", "touched", "edited", "known"]
     assert reconciler.snapshots == [body("fresh"), None, None, None]
+
+
+def test_other_kinds_share_the_queue_keyed_by_kind_and_the_resync_loop() -> None:
+    """A CompressionSearch and a CompressionJob of the same name are two entries of one queue;
+    the search goes to the reconciler registered for its kind, and the resync loop queues what
+    that reconciler says is in flight."""
+
+    class Searches:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def reconcile_named(
+            self, namespace: str, name: str, snapshot: dict[str, Any] | None = None
+        ) -> None:
+            self.calls.append(name)
+
+        def revisit(self, everything: bool) -> set[tuple[str, str]]:
+            return {("ns", "in-flight")} if everything else set()
+
+        def forget(self, namespace: str, name: str) -> None:
+            self.calls.append(f"forgot {name}")
+
+    reconciler = Recording()
+    searches = Searches()
+    reconciler.add_kind("CompressionSearch", searches)
+    reconciler.enqueue("ns", "same")
+    reconciler.enqueue("ns", "same", kind="CompressionSearch")
+    drain(reconciler, workers=1)
+    assert reconciler.calls == ["same"] and searches.calls == ["same"]
+    reconciler.resync(everything=True)
+    drain(reconciler, workers=1)
+    reconciler.forget("ns", "gone", kind="CompressionSearch")
+    assert searches.calls == ["same", "in-flight", "forgot gone"]

@@ -8,6 +8,9 @@ kondense_compressionjob_duration_seconds{phase,recipe,pool}  start -> completion
 kondense_compressionjob_size_ratio{namespace,name,recipe,pool}   of finished jobs (also
 kondense_compressionjob_speedup / _metric_drop)
 kondense_reconcile_errors_total{kind}                  reconciles that raised, by error type
+kondense_search_candidates_total{outcome}              candidates of finished CompressionSearches:
+                                                       accepted, rejected or failed
+kondense_search_duration_seconds{phase}                start -> completion of those searches
 """
 
 from __future__ import annotations
@@ -77,6 +80,32 @@ RECONCILE_ERRORS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+
+SEARCH_CANDIDATES = Counter(
+    "kondense_search_candidates",
+    "Candidates of the CompressionSearches this operator saw finish, by outcome: accepted (fully "
+    "evaluated within the metric budget), rejected (measured, over the budget or not promoted "
+    "past screening) or failed (no result).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SEARCH_DURATION = Histogram(
+    "kondense_search_duration_seconds",
+    "Seconds from start to completion of the CompressionSearches this operator saw finish.",
+    ["phase"],
+    buckets=(60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400),
+    registry=REGISTRY,
+)
+
+
+def record_search_finished(phase: str, outcomes: list[str], seconds: float | None) -> None:
+    """A search this process saw reach `phase` (Succeeded or Failed): count its candidates'
+    outcomes and observe its duration. Called on the transition only, so a restart counts no
+    search twice."""
+    for outcome in outcomes:
+        SEARCH_CANDIDATES.labels(outcome).inc()
+    if seconds is not None:
+        SEARCH_DURATION.labels(phase).observe(seconds)
 
 
 class JobTable:

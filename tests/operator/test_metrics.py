@@ -176,7 +176,7 @@ def test_metric_names_pass_promtool_check_metrics() -> None:
     from fixtures import prometheus
     from prometheus_client import CollectorRegistry, Gauge
 
-    from kondense.operator.metrics import RECONCILE_ERRORS
+    from kondense.operator.metrics import RECONCILE_ERRORS, record_search_finished
 
     prometheus.install()
     table = JobTable()
@@ -184,9 +184,10 @@ def test_metric_names_pass_promtool_check_metrics() -> None:
     table.record("m7", "done", finished("recipe-m7"))
     table.record("m7", "stuck", stalled("Unschedulable"))
     RECONCILE_ERRORS.labels("ApiException").inc()
+    record_search_finished("Succeeded", ["accepted", "rejected"], 300.0)
     text = generate_latest(REGISTRY).decode()
     families = {f.name for f in text_string_to_metric_families(text) if f.samples}
-    assert len(families) >= 9, families
+    assert len(families) >= 11, families
     code, said = prometheus.promtool("check", "metrics", stdin=text)
     assert code == 0 and said.strip() == "", said
     table.forget("m7", "done")
@@ -196,3 +197,23 @@ def test_metric_names_pass_promtool_check_metrics() -> None:
     Gauge("kondense_jobs_total", "A gauge named like a counter.", registry=wrong).set(1)
     code, said = prometheus.promtool("check", "metrics", stdin=generate_latest(wrong).decode())
     assert code != 0 and "kondense_jobs_total" in said, said
+
+
+def test_a_finished_search_counts_its_candidates_by_outcome_and_observes_its_duration() -> None:
+    from kondense.operator.metrics import record_search_finished
+
+    before = samples()
+    record_search_finished("Succeeded", ["accepted", "rejected", "rejected", "failed"], 420.0)
+    after = samples()
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    total = "kondense_search_candidates_total"
+    assert moved(total, outcome="accepted") == 1 and moved(total, outcome="rejected") == 2
+    assert moved(total, outcome="failed") == 1
+    assert moved("kondense_search_duration_seconds_count", phase="Succeeded") == 1
+    assert moved("kondense_search_duration_seconds_sum", phase="Succeeded") == 420.0
+    assert moved("kondense_search_duration_seconds_bucket", phase="Succeeded", le="300.0") == 0
+    assert moved("kondense_search_duration_seconds_bucket", phase="Succeeded", le="600.0") == 1

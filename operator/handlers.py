@@ -1,6 +1,7 @@
 """Thin kopf handlers: every event about a CompressionJob, its runner Job or its pods
 queues a reconcile of that CompressionJob from scratch (see reconcile.py; main() runs the
-Reconciler's workers).
+Reconciler's workers). Every event about a CompressionSearch, or about a CompressionJob one
+owns, queues a reconcile of that search (search.py) on the same workers.
 
 The Reconciler lives in kopf's memo: main() passes `kopf.Memo(reconciler=...)` to kopf.run,
 and kopf hands every handler a (shallow) copy of it."""
@@ -12,6 +13,7 @@ from typing import Any
 import kopf
 
 from kondense.api.crd import PLURAL
+from kondense.api.search import LABEL_SEARCH, SEARCH_KIND, SEARCH_PLURAL
 from kondense.api.spec import API_GROUP, API_VERSION
 from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from kondense.operator.reconcile import Reconciler, never_reconciled, owner_name
@@ -67,6 +69,32 @@ def _reconcile_owner(body: kopf.Body, memo: kopf.Memo) -> None:
     name = owner_name(body)
     if name is not None:
         _reconciler(memo).enqueue(body["metadata"]["namespace"], name)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, SEARCH_PLURAL)
+def compression_search_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> None:
+    """A search created, changed, deleted, or listed at (re)start: reconcile it as it is now."""
+    meta = body["metadata"]
+    reconciler = _reconciler(memo)
+    if type == "DELETED":
+        reconciler.forget(meta["namespace"], meta["name"], kind=SEARCH_KIND)
+        return
+    observed = (body.get("status") or {}).get("observedGeneration")
+    if type == "MODIFIED" and observed is not None and observed == meta.get("generation"):
+        return  # the operator's own status write: its children's events drive the search on
+    reconciler.enqueue(
+        meta["namespace"], meta["name"], new=never_reconciled(body), kind=SEARCH_KIND
+    )
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL, labels={LABEL_SEARCH: kopf.PRESENT})
+def search_child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A search's CompressionJob was created, moved on, finished or was deleted: reconcile the
+    search (named by the child's label), which may start the next candidate."""
+    meta = body["metadata"]
+    search = (meta.get("labels") or {}).get(LABEL_SEARCH)
+    if search:
+        _reconciler(memo).enqueue(meta["namespace"], search, kind=SEARCH_KIND)
 
 
 @kopf.on.probe(id="longestReconcileSeconds")

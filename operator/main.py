@@ -1,4 +1,5 @@
-"""`kondense-operator`: the kopf operator that runs CompressionJobs as runner Jobs.
+"""`kondense-operator`: the kopf operator that runs CompressionJobs as runner Jobs, and
+CompressionSearches as CompressionJobs.
 
     kondense-operator --config /etc/kondense/config.yaml --all-namespaces \
         [--namespace NS ...] [--metrics-port 8080] [--health-port 8081] [--log-level info]
@@ -30,6 +31,7 @@ from kondense.operator.config import ConfigError, load_config
 from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from kondense.operator.leader import LeaderElection
 from kondense.operator.reconcile import REQUEST_TIMEOUT_S, Reconciler
+from kondense.operator.search import SearchReconciler
 
 log = logging.getLogger("kondense.operator")
 
@@ -197,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     kopf.configure(verbose=args.log_level == "debug", quiet=args.log_level in ("warning", "error"))
     logging.getLogger("kondense").setLevel(args.log_level.upper())
     reconciler = Reconciler(api_client(), config)
+    SearchReconciler(reconciler)  # CompressionSearches go through the same workers
     metrics.serve(args.metrics_port)
     if args.leader_election:
         lead(args, reconciler.api_client)

@@ -63,6 +63,43 @@ def test_handlers_take_the_reconciler_from_kopfs_memo() -> None:
         handlers.compression_job_event(body=body, type="MODIFIED", memo=kopf.Memo())
 
 
+def test_a_search_childs_events_queue_its_search() -> None:
+    """A CompressionJob a search owns moved on: its search (named by the child's label) is
+    queued as a CompressionSearch, whatever the child's own status says."""
+    from kondense.api.search import LABEL_SEARCH, SEARCH_KIND
+    from kondense.operator import handlers
+    from kondense.operator.reconcile import Reconciler
+
+    calls: list[tuple[str, str, str]] = []
+
+    class Recording(Reconciler):
+        def __init__(self) -> None:
+            pass
+
+        def enqueue(  # type: ignore[override]
+            self,
+            namespace: str,
+            name: str,
+            new: bool = False,
+            snapshot: object = None,
+            kind: str = "CompressionJob",
+        ) -> None:
+            calls.append((kind, namespace, name))
+
+    child = kopf.Body(
+        {
+            "metadata": {"namespace": "ns", "name": "s-00-screen", "generation": 1,
+                         "labels": {LABEL_SEARCH: "s"}},
+            "status": {"observedGeneration": 1, "phase": "Succeeded"},
+        }
+    )  # fmt: skip
+    memo = kopf.Memo({handlers.MEMO_KEY: Recording()})
+    handlers.search_child_event(body=child, memo=memo)
+    search = kopf.Body({"metadata": {"namespace": "ns", "name": "s", "generation": 1}})
+    handlers.compression_search_event(body=search, type=None, memo=memo)
+    assert calls == [(SEARCH_KIND, "ns", "s"), (SEARCH_KIND, "ns", "s")]
+
+
 def test_runner_jobs_and_pods_are_filtered_by_label_on_the_server() -> None:
     """kopf's handler `labels=` filter runs on the client, after every Pod and Job in the
     cluster was streamed; a watching.label_selectors entry goes into the watch request."""

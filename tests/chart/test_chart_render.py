@@ -97,6 +97,9 @@ def test_rbac_grants_no_secrets_and_no_rbac_changes(helm_bin: Path, files: list[
     ]
     granted = {(g, res) for r in rules for g in r["apiGroups"] for res in r["resources"]}
     assert ("kondense.dev", "compressionjobs/status") in granted
+    # A CompressionSearch's children are CompressionJobs it owns (blockOwnerDeletion).
+    assert ("kondense.dev", "compressionsearches/status") in granted
+    assert ("kondense.dev", "compressionsearches/finalizers") in granted
     assert ("", "events") in granted
     assert ("batch", "jobs") in granted
     assert not [r for r in rules if "secrets" in r["resources"]]

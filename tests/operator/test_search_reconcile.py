@@ -97,8 +97,10 @@ def search_body(**spec: Any) -> dict[str, Any]:
     }
 
 
-def reconciler(api: FakeApi) -> tuple[SearchReconciler, list[tuple[str, str]]]:
-    config = OperatorConfig(pools={"cpu": PoolConfig(image="runner", workingDir="/w")})
+def reconciler(
+    api: FakeApi, working_dir: str | None = "/w"
+) -> tuple[SearchReconciler, list[tuple[str, str]]]:
+    config = OperatorConfig(pools={"cpu": PoolConfig(image="runner", workingDir=working_dir)})
     jobs = Reconciler(client.ApiClient(), config)
     events: list[tuple[str, str]] = []
     jobs.post_event = lambda obj, moved, kind="": events.append((moved.reason, moved.message))  # type: ignore[method-assign]
@@ -197,6 +199,16 @@ def test_an_invalid_spec_fails_the_search_naming_the_field() -> None:
     assert status["phase"] == "Failed" and status["reason"] == "InvalidSpec"
     assert "spec.budget.parallelism" in status["message"] and not api.created
     assert events[-1][0] == "SearchFailed"
+
+
+def test_a_local_model_on_a_cluster_pool_fails_the_search_before_any_child() -> None:
+    model = {**SPEC["model"], "uri": "models/m.onnx"}
+    api = FakeApi(search_body(model=model))
+    searches, _ = reconciler(api, working_dir=None)
+    searches.reconcile_named("ns", "s")
+    status = api.search["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "LocalUriInCluster"
+    assert "spec.model.uri" in status["message"] and not api.created
 
 
 def test_children_are_owned_by_the_search_and_labelled_with_it() -> None:

@@ -2,6 +2,7 @@
 
     kondense validate job.yaml            exit 0, or 2 with one line per problem
     kondense run job.yaml [--output URI]  compress locally and print the trade-off table
+    kondense search search.yaml [-p N]    try a CompressionSearch's candidates, keep the best
     kondense compare REPORT...            runs side by side, and their Pareto chart
     kondense schema [--format yaml]       the spec's OpenAPI v3 schema
 
@@ -15,25 +16,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
 
-from kondense.api.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_FAILURE,
-    EXIT_OK,
-    BadInput,
-    DeadlineExceeded,
-    KondenseError,
-)
+from kondense.api.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REJECTED, BadInput, KondenseError
 from kondense.api.manifest import load_manifest_text, parse_job, read_job
-from kondense.api.outcome import Outcome, Report, termination_message
+from kondense.api.outcome import Outcome, termination_message
 from kondense.api.spec import CompressionJob
-from kondense.runners.console import comparison_table, err, out, summary, trade_off_table
+from kondense.runners.console import comparison_table, err, out, trade_off_table
 from kondense.runners.console import progress as console_progress
 
 app = typer.Typer(
@@ -84,37 +77,20 @@ def run(
     ] = None,
 ) -> None:
     """Run a CompressionJob on this machine and print the trade-off table."""
-    from kondense.runners.deadline import deadline, seconds_left
-    from kondense.runners.engine import Rejected, run_job
+    from kondense.runners.deadline import seconds_left
+    from kondense.runners.local_run import LocalRun, failure_outcome, run_to_outcome
 
-    outcome: Outcome
-    code = EXIT_OK
-    report: Report | None = None
     try:
         job, base_dir = _job_from(file, job_env)
-        timeout = job.spec.timeout_seconds
-        left = seconds_left(timeout)  # a retried pod: what is left of the Job's time
-        with console_progress() as progress, deadline(left, progress.doing, limit=timeout):
-            report = run_job(job, output, progress, base_dir=base_dir)
-        outcome = Outcome(
-            succeeded=True,
-            reason="Succeeded",
-            message=summary(report.results),
-            results=report.results,
-            artifacts=report.artifacts,
-        )
-    except Rejected as error:
-        report, code = error.report, error.exit_code
-        outcome = _failure(error, report)
-    except (KondenseError, DeadlineExceeded) as error:
-        code = error.exit_code
-        outcome = _failure(error, None)
-    except Exception as error:  # anything unforeseen is reported, then ends exit 1
-        traceback.print_exc(file=sys.stderr)  # not the user's mistake: keep what a fix needs
-        code = EXIT_FAILURE
-        outcome = Outcome(
-            succeeded=False, reason="RunnerFailed", message=f"{type(error).__name__}: {error}"
-        )
+    except KondenseError as error:
+        ran = LocalRun(failure_outcome(error, None), None, error.exit_code)
+    else:
+        left = seconds_left(job.spec.timeout_seconds)  # a retried pod: what is left of its time
+        with console_progress() as progress:
+            ran = run_to_outcome(
+                job, output, progress, progress.doing, base_dir=base_dir, seconds=left
+            )
+    outcome, report, code = ran.outcome, ran.report, ran.exit_code
     if report is not None and report.results is not None:
         out.print(trade_off_table(report.results))
     if code == EXIT_OK:
@@ -126,6 +102,54 @@ def run(
         _write_termination_log(termination_log, outcome)
     if code != EXIT_OK:
         raise typer.Exit(code)
+
+
+@app.command()
+def search(
+    file: Annotated[Path, typer.Argument(help="CompressionSearch manifest (YAML or JSON).")],
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Output root, overriding spec.output.uri."),
+    ] = None,
+    processes: Annotated[
+        int, typer.Option("--processes", "-p", min=1, help="Candidates run at once (1: in turn).")
+    ] = 1,
+) -> None:
+    """Run a CompressionSearch on this machine: every candidate recipe screened, the promising
+    ones fully evaluated; the table, search.json and the Pareto chart; exit 0 when one won."""
+    from kondense.runners.search import read_search, run_search
+    from kondense.runners.search_report import advice, cpu_note, search_table, why, write_outputs
+
+    def ended(child: Any) -> None:
+        err.print(
+            f"{child.candidate.index:02d} {child.candidate.name} {child.round.value}: "
+            f"{child.outcome.reason} in {child.seconds:.0f} s",
+            markup=False,
+        )
+
+    try:
+        manifest = read_search(file)
+        ran = run_search(
+            manifest,
+            base_dir=file.resolve().parent,
+            output=output,
+            processes=processes,
+            on_child=ended,
+        )
+    except BadInput as error:
+        for line in str(error).splitlines():
+            err.print(f"[red]error[/red] (BadInput): {line}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    out.print(search_table(ran), width=max(out.width, 140))  # whole names in a log, too
+    if note := cpu_note(ran):
+        out.print(f"note: {note}")
+    document, chart = write_outputs(ran)
+    out.print(f"search.json: {document}" + (f"  chart: {chart}" if chart else ""))
+    winner = ran.best
+    if winner is None:
+        err.print(f"[red]error[/red] (NoCandidateAccepted): {advice(ran)}", highlight=False)
+        raise typer.Exit(EXIT_REJECTED)
+    out.print(f"[green]best[/green]: {ran.candidates[winner.candidate].recipe}: {why(ran, winner)}")
 
 
 @app.command()
@@ -232,16 +256,6 @@ def _job_from(file: Path | None, job_env: str | None) -> tuple[CompressionJob, P
     if file is None:
         raise BadInput("give a manifest file, or --job-env VARIABLE")
     return read_job(file), file.resolve().parent
-
-
-def _failure(error: KondenseError | DeadlineExceeded, report: Report | None) -> Outcome:
-    return Outcome(
-        succeeded=False,
-        reason=error.reason,
-        message=str(error),
-        results=report.results if report else None,
-        artifacts=report.artifacts if report else [],
-    )
 
 
 def _write_termination_log(path: str, outcome: Outcome) -> None:

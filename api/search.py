@@ -340,14 +340,14 @@ def candidates(spec: CompressionSearchSpec, devices: set[DeviceClass]) -> list[C
         fine_tune = FineTune() if spec.data.training is not None else None
         for method in space.prune.methods:
             for amount in space.prune.amounts:
-                config = PruneConfig(method=method, amount=amount, fine_tune=fine_tune)
+                prune = PruneConfig(method=method, amount=amount, fine_tune=fine_tune)
                 torch_steps.append(
-                    (f"prune-{method.value}-{round(amount * 100)}", Step(prune=config))
+                    (f"prune-{method.value}-{round(amount * 100)}", Step(prune=prune))
                 )
     if space.distill is not None:
         for keep in space.distill.keep_every:
-            config_d = DistillConfig(student=StudentSource(keep_every=keep))
-            torch_steps.append((f"distill-k{keep}", Step(distill=config_d)))
+            distill = DistillConfig(student=StudentSource(keep_every=keep))
+            torch_steps.append((f"distill-k{keep}", Step(distill=distill)))
     for name, step in torch_steps:
         recipes.append((name, [step]))
         if space.combine and int8:

@@ -16,6 +16,11 @@ from kondense.runners.core import Model, Progress
 
 # Evaluation runs in batches of this size unless the model fixes its batch dimension.
 EVAL_BATCH = 32
+# Baseline and result are timed interleaved (rounds of one, then the other) when the two
+# together are at most this big: a noisy neighbour then slows both alike and the speedup stays
+# honest on a busy node. Interleaving needs both sessions at once, so larger pairs are timed
+# one after the other, one session alive at a time (a large job's memory, issue #17).
+INTERLEAVE_MAX_BYTES = 1 << 30
 
 
 def _eval_data(
@@ -131,9 +136,11 @@ def measure_pair(
     """Baseline and result evaluated and benchmarked on this machine, with the same data and
     settings: the baseline first, then the result.
 
-    One session is alive at a time: a session holds about the model's float32 bytes (on a
-    CPU an fp16 model's too: ONNX Runtime turns its weights back to float32 there), so two at
-    once would be the largest part of a large job's peak memory (issue #17).
+    Each is evaluated with one session alive at a time: a session holds about the model's
+    float32 bytes (on a CPU an fp16 model's too: ONNX Runtime turns its weights back to
+    float32 there), so two at once would be the largest part of a large job's peak memory
+    (issue #17). Timing interleaves the two while they are small together
+    (INTERLEAVE_MAX_BYTES) and takes one after the other beyond.
 
     That float32 copy is kept: with no fp16 MatMul on the CPU, ONNX Runtime puts Casts before
     it and folds them into float32 weights. Without the folding (`disabled_optimizers`) a
@@ -142,7 +149,7 @@ def measure_pair(
     """
     from kondense.runners.io import data
     from kondense.runners.measure import evaluate
-    from kondense.runners.measure.benchmark import benchmark_session
+    from kondense.runners.measure.benchmark import benchmark_models, benchmark_session
     from kondense.runners.measure.inference import open_session, pick_device, resolve_threads
 
     settings = spec.evaluation
@@ -157,23 +164,35 @@ def measure_pair(
         sequence_length=settings.sequence_length,
         vocab=data.vocab_size(tokenizer_dir),
     )
+    interleave = sum(_bytes(m.path) for m in (baseline, result)) <= INTERLEAVE_MAX_BYTES
     outputs, timings = [], []
     for role, model in (("baseline", baseline), ("result", result)):
         progress(f"{role}: evaluate on {evaluation_data.value} inputs", 0, None)
         session = open_session(model.path, threads=threads, device=device)
         outputs.append(evaluate.model_outputs(session, listed, task=spec.model.task))
-        progress(f"{role}: benchmark", 0, None)
-        timings.append(
-            benchmark_session(
-                session,
-                inputs.inputs,
-                threads=threads,
-                device=device,
-                warmup=settings.warmup,
-                runs=settings.runs,
+        if not interleave:
+            progress(f"{role}: benchmark", 0, None)
+            timings.append(
+                benchmark_session(
+                    session,
+                    inputs.inputs,
+                    threads=threads,
+                    device=device,
+                    warmup=settings.warmup,
+                    runs=settings.runs,
+                )
             )
-        )
         del session
+    if interleave:
+        progress("benchmark: baseline and result, interleaved", 0, None)
+        timings = benchmark_models(
+            [baseline.path, result.path],
+            inputs.inputs,
+            threads=threads,
+            device=device,
+            warmup=settings.warmup,
+            runs=settings.runs,
+        )
     evaluation = evaluate.score(*outputs, task=spec.model.task, metric=settings.metric)
     base_time, result_time = timings
     with_gzip = bool(spec.steps_named("prune"))
@@ -203,6 +222,10 @@ def _cpu_label() -> str:
 
     info = cpu_info()
     return f"{info.model} ({info.int8_dot_product})"
+
+
+def _bytes(path: Path) -> int:
+    return sum(file.stat().st_size for file in model_files(path))
 
 
 def model_files(path: Path) -> list[Path]:

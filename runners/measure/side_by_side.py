@@ -18,9 +18,10 @@ from kondense.runners.core import Model, Progress
 EVAL_BATCH = 32
 # Baseline and result are timed interleaved (rounds of one, then the other) when the two
 # together are at most this big: a noisy neighbour then slows both alike and the speedup stays
-# honest on a busy node. Interleaving needs both sessions at once, so larger pairs are timed
-# one after the other, one session alive at a time (a large job's memory, issue #17).
-INTERLEAVE_MAX_BYTES = 1 << 30
+# honest on a busy node. Interleaving needs both sessions at once, which costs at most this
+# much more memory; larger pairs are timed one after the other, one session alive at a time,
+# so a large job's peak stays within 2x its model's bytes (issue #17).
+INTERLEAVE_MAX_BYTES = 256 << 20
 
 
 def _eval_data(

@@ -159,7 +159,7 @@ def test_single_output_models_are_compared_over_all_samples_not_by_sign(tmp_path
         (0, [("a.onnx", 1), ("b.onnx", 1)]),
         # Small together: evaluated one at a time, then timed interleaved, both open (a noisy
         # neighbour slows both alike).
-        (1 << 30, [("a.onnx", 1), ("b.onnx", 1), ("a.onnx", 1), ("b.onnx", 2)]),
+        (256 << 20, [("a.onnx", 1), ("b.onnx", 1), ("a.onnx", 1), ("b.onnx", 2)]),
     ],
     ids=["large-one-after-the-other", "small-interleaved"],
 )

@@ -117,6 +117,8 @@ def search(
 ) -> None:
     """Run a CompressionSearch on this machine: every candidate recipe screened, the promising
     ones fully evaluated; the table, search.json and the Pareto chart; exit 0 when one won."""
+    from rich.console import Console
+
     from kondense.runners.search import read_search, run_search
     from kondense.runners.search_report import advice, cpu_note, search_table, why, write_outputs
 
@@ -140,7 +142,9 @@ def search(
         for line in str(error).splitlines():
             err.print(f"[red]error[/red] (BadInput): {line}", highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    out.print(search_table(ran), width=max(out.width, 140))  # whole names in a log, too
+    # A log or pipe is 80 columns to rich: the table keeps whole names there too.
+    wide = out if out.is_terminal else Console(highlight=False, width=160)
+    wide.print(search_table(ran))
     if note := cpu_note(ran):
         out.print(f"note: {note}")
     document, chart = write_outputs(ran)

@@ -351,8 +351,11 @@ def candidates(spec: CompressionSearchSpec, devices: set[DeviceClass]) -> list[C
     for name, step in torch_steps:
         recipes.append((name, [step]))
         if space.combine and int8:
+            # The pruned or distilled network goes through the same export and fusion as
+            # the base model before INT8.
             int8_name, int8_config = int8[0]
-            recipes.append((f"{name}-{int8_name}", [step, Step(quantize=int8_config)]))
+            combined = [step, *base, Step(quantize=int8_config)]
+            recipes.append((f"{name}-{int8_name}", combined))
     usable = [(n, s) for n, s in recipes if recipe_device(s) in devices]
     return [
         Candidate(index=i, name=name, steps=tuple(steps))

@@ -90,8 +90,10 @@ def test_auto_space_follows_the_task_and_the_data() -> None:
         "int8-static-percentile",
     ]
     trained = spec(data={"training": {"uri": "train.jsonl"}})
-    names = [c.name for c in candidates(trained, CPU)]
-    assert "distill-k2-int8-dynamic" in names and "prune-magnitude-30" in names
+    by_name = {c.name: c for c in candidates(trained, CPU)}
+    assert "prune-magnitude-30" in by_name
+    # A distilled transformer is exported and fused like the base model before INT8.
+    assert by_name["distill-k2-int8-dynamic"].recipe == "distill>export>optimize>int8-dynamic"
 
 
 def test_a_candidate_that_is_no_valid_job_is_refused_naming_it() -> None:

@@ -44,10 +44,21 @@ app = typer.Typer(
 
 @app.command()
 def validate(
-    file: Annotated[Path, typer.Argument(help="CompressionJob manifest (YAML or JSON).")],
+    file: Annotated[
+        Path, typer.Argument(help="CompressionJob or CompressionSearch manifest (YAML or JSON).")
+    ],
 ) -> None:
     """Check a manifest: exit 0, or 2 with one line per problem naming the field."""
+    from kondense.api.search import candidates
+    from kondense.api.steps import DeviceClass
+    from kondense.runners.search import is_search, read_search
+
     try:
+        if is_search(file):
+            search = read_search(file)
+            count = len(candidates(search.spec, {DeviceClass.cpu, DeviceClass.gpu}))
+            out.print(f"{file}: valid CompressionSearch {search.name!r} ({count} candidates)")
+            return
         job = read_job(file)
     except BadInput as error:
         for line in str(error).splitlines():

@@ -24,6 +24,7 @@ from kondense.api.errors import BadInput
 from kondense.api.manifest import load_manifest_text, validation_problems
 from kondense.api.outcome import Outcome
 from kondense.api.search import (
+    SEARCH_KIND,
     Candidate,
     CompressionSearch,
     Measured,
@@ -101,6 +102,16 @@ class SearchRun:
             if child is not None:
                 return child
         return None
+
+
+def is_search(path: Path) -> bool:
+    """Whether the manifest at `path` says kind: CompressionSearch (False when unreadable:
+    reading it as a job then reports the problem)."""
+    try:
+        document = load_manifest_text(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, BadInput):
+        return False
+    return isinstance(document, dict) and document.get("kind") == SEARCH_KIND
 
 
 def read_search(path: Path) -> CompressionSearch:

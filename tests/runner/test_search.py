@@ -168,3 +168,28 @@ def test_a_space_where_nothing_is_accepted_exits_non_zero_with_advice(
     assert result["best"] is None and "maxMetricDrop" in result["advice"]
     assert [c["name"] for c in result["candidates"]] == ["int8-dynamic", "int8-dynamic-pt"]
     assert not any(c["promoted"] for c in result["candidates"])
+
+
+def test_validate_checks_a_search_manifest_and_counts_its_candidates(tmp_path: Path) -> None:
+    good = tmp_path / "search.yaml"
+    good.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kondense.dev/v1alpha1",
+                "kind": "CompressionSearch",
+                "metadata": {"name": "s"},
+                "spec": {
+                    "model": {"uri": "m.onnx"},
+                    "space": {"quantize": {"perChannel": [True, False]}},
+                    "output": {"uri": "out"},
+                },
+            }
+        )
+    )
+    result = CliRunner().invoke(app, ["validate", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "valid CompressionSearch 's' (2 candidates)" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("perChannel", "perChanel"))
+    result = CliRunner().invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2 and "spec.space.quantize.perChanel" in result.output

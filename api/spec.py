@@ -623,6 +623,16 @@ class CompressionJobSpec(SpecModel):
             "unset."
         ),
     )
+    queue_name: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description=(
+            "Kueue LocalQueue, in the job's namespace, that admits the runner Job (cluster "
+            "only): the Job is created suspended with the label kueue.x-k8s.io/queue-name and "
+            "starts when Kueue admits it. The pool's queueName when unset."
+        ),
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> CompressionJobSpec:

@@ -33,10 +33,14 @@ has no such files, so the operator refuses them when it reconciles the job.
 Optional per pool, for production platforms: `serviceAccountName` (the runner pods' identity,
 e.g. for IRSA or Workload Identity, unless a job names its own), `imagePullSecrets` (names),
 `envFrom` (ConfigMaps or Secrets of the job's namespace, as Kubernetes EnvFromSource objects),
-`jobLabels` and `jobAnnotations` (on runner Jobs and their pods, e.g.
-`kueue.x-k8s.io/queue-name`), `podSecurityContext` and `containerSecurityContext` (merged over
-the restricted defaults: a platform that assigns UIDs sets `runAsUser: null`), and
-`tmpSizeLimit`/`workSizeLimit` (the emptyDirs' sizeLimit).
+`jobLabels` and `jobAnnotations` (on runner Jobs and their pods), `podSecurityContext` and
+`containerSecurityContext` (merged over the restricted defaults: a platform that assigns UIDs
+sets `runAsUser: null`), and `tmpSizeLimit`/`workSizeLimit` (the emptyDirs' sizeLimit).
+
+Queueing with Kueue, per pool: `queueName` names the LocalQueue (in each job's namespace) that
+admits the pool's runner Jobs, unless a job names its own in spec.queueName; a
+`kueue.x-k8s.io/queue-name` in `jobLabels` does the same. Such a Job is created suspended, with
+that label, and Kueue starts it when its ClusterQueue has quota (operator/queueing.py).
 
 Fetching, per pool: `allowHttp` (plain http:// downloads), `allowPrivateNetworks` (downloads
 from private, loopback and unique-local addresses; link-local and cloud metadata addresses are
@@ -55,6 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from kondense.api.spec import (
     DEFAULT_DOWNLOAD_TIMEOUT_SECONDS,
     DEFAULT_MAX_DOWNLOAD_BYTES,
+    DNS_LABEL,
     DNS_SUBDOMAIN,
     QUANTITY_PATTERN,
 )
@@ -97,6 +102,9 @@ class PoolConfig(ConfigModel):
     env_from: list[dict[str, Any]] = Field(default_factory=list, alias="envFrom")
     job_labels: dict[str, str] = Field(default_factory=dict, alias="jobLabels")
     job_annotations: dict[str, str] = Field(default_factory=dict, alias="jobAnnotations")
+    queue_name: str | None = Field(
+        default=None, alias="queueName", max_length=63, pattern=DNS_LABEL
+    )
     pod_security_context: dict[str, Any] = Field(default_factory=dict, alias="podSecurityContext")
     container_security_context: dict[str, Any] = Field(
         default_factory=dict, alias="containerSecurityContext"

@@ -24,6 +24,7 @@ from kondense.api.errors import (
 )
 from kondense.api.spec import API_GROUP, API_VERSION, DEFAULT_PVC_ROOT, KIND, CompressionJobSpec
 from kondense.operator.config import JOB_ENV, TERMINATION_LOG, PoolConfig
+from kondense.operator.queueing import QUEUE_LABEL, queue_name
 
 CONTAINER = "runner"
 RUNNER_UID = 65532  # the distroless "nonroot" user
@@ -137,7 +138,9 @@ def build_runner_job(
     Bad input and rejected results (runner exit codes 2 and 3) fail the Job at once; other
     failures are retried up to `backoff_limit` times. The pod meets the restricted Pod
     Security Standard and gets no service-account token. `created` (Unix seconds, when the
-    Job is created) fixes the runner's absolute deadline, the same for every retry."""
+    Job is created) fixes the runner's absolute deadline, the same for every retry. A job with
+    a Kueue queue (operator/queueing.py) gets the queue-name label and is created suspended;
+    its deadline counts from when Kueue starts it."""
     generation = int(meta.get("generation", 1))
     name = runner_job_name(meta["name"], generation)
     labels = {
@@ -147,6 +150,9 @@ def build_runner_job(
         LABEL_GENERATION: str(generation),
         LABEL_POOL: pool_name,
     }
+    queue = queue_name(spec, pool)
+    if queue:
+        labels[QUEUE_LABEL] = queue
     labels = {**pool.job_labels, **labels}  # the pool's extras never replace kondense's own
     annotations = {**pool.job_annotations, ANNOTATION_NAME: meta["name"]}
     claims = pvc_claims(spec)
@@ -157,7 +163,10 @@ def build_runner_job(
         {"name": "HOME", "value": "/tmp"},
         {"name": "TMPDIR", "value": "/tmp"},
     ]
-    if created is not None:
+    if created is not None and not queue:
+        # A queued Job may wait longer than its timeout before Kueue starts it: its runner
+        # counts timeoutSeconds from its own start, and the Job's activeDeadlineSeconds (its
+        # clock restarts when Kueue unsuspends it) is the backstop.
         env.append({"name": DEADLINE_ENV, "value": f"{created + spec.timeout_seconds:.0f}"})
     env += [{"name": key, "value": value} for key, value in sorted(pool.env.items())]
     env += fetch_policy_env(pool, spec)
@@ -259,6 +268,8 @@ def build_runner_job(
             ],
         },
         "spec": {
+            # Queued: Kueue unsuspends it on admission (operator/queueing.py).
+            **({"suspend": True} if queue else {}),
             "backoffLimit": backoff_limit,
             # The runner keeps timeoutSeconds itself and says where the time went; the Job's
             # deadline is the backstop for a runner that cannot (stuck in native code).

@@ -37,6 +37,14 @@ from kondense.operator.jobs import (
     runner_job_name,
 )
 from kondense.operator.pools import PoolError, select_node_pool
+from kondense.operator.queueing import (
+    WORKLOAD_GROUP,
+    WORKLOAD_JOB_UID_LABEL,
+    WORKLOAD_PLURAL,
+    WORKLOAD_VERSIONS,
+    is_suspended,
+    job_queue,
+)
 from kondense.operator.status import (
     TERMINAL,
     Phase,
@@ -401,7 +409,10 @@ class Reconciler:
             job = created
         # Their events reconcile the job again.
         pods = [] if fresh else self._pods(namespace, meta["uid"], generation)
-        self._write(cj, current, compute_status(cj, spec, pool_name, job, pods, now))
+        # Fresh: the Job was created just now, before Kueue could make its Workload.
+        queued = not fresh and is_suspended(job) and job_queue(job) is not None
+        workload = self._workload(job) if queued else None
+        self._write(cj, current, compute_status(cj, spec, pool_name, job, pods, now, workload))
 
     def _record_finished(self, cj: dict[str, Any]) -> None:
         meta = cj["metadata"]
@@ -455,6 +466,31 @@ class Reconciler:
             _preload_content=False,
         )
         return list(json.loads(listing.data)["items"])
+
+    def _workload(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """Kueue's Workload for a queued runner Job, for its words on why it waits; None when
+        there is none yet, or Kueue's API is not served or not granted (the status then says
+        the Job waits, without Kueue's reason)."""
+        meta = job["metadata"]
+        for version in WORKLOAD_VERSIONS:
+            try:
+                listing: Any = self.custom.list_namespaced_custom_object(
+                    WORKLOAD_GROUP,
+                    version,
+                    meta["namespace"],
+                    WORKLOAD_PLURAL,
+                    label_selector=f"{WORKLOAD_JOB_UID_LABEL}={meta['uid']}",
+                    _request_timeout=self.timeout,
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    continue  # this version (or Kueue) is not served here
+                if error.status == 403:
+                    return None
+                raise
+            items = listing.get("items") or []
+            return dict(items[0]) if items else None
+        return None
 
     def _create_job(self, manifest: dict[str, Any], uid: str) -> dict[str, Any] | Phase:
         """The runner Job, created or (on 409) found; or, when the name is taken by a Job that is

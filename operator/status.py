@@ -19,6 +19,7 @@ from kondense.api.outcome import Outcome
 from kondense.api.spec import CompressionJobSpec
 from kondense.api.steps import recipe_label
 from kondense.operator.jobs import CONTAINER
+from kondense.operator.queueing import is_suspended, job_queue, workload_wait
 
 TERMINAL = (SUCCEEDED, FAILED)
 
@@ -82,9 +83,12 @@ def _last_terminated(pods: list[dict[str, Any]], phase: str) -> dict[str, Any] |
 
 
 def observe_phase(
-    job: dict[str, Any] | None, pods: list[dict[str, Any]]
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    workload: dict[str, Any] | None = None,
 ) -> tuple[Phase, Outcome | None]:
-    """The phase the runner Job and its pods are in, and the runner's outcome once finished."""
+    """The phase the runner Job and its pods are in, and the runner's outcome once finished.
+    `workload`: Kueue's Workload of a queued Job, when the operator could read it."""
     if job is None:
         return Phase(PENDING, "CreatingJob", "creating the runner Job"), None
     if (done := _job_condition(job, "Complete")) is not None:
@@ -106,6 +110,8 @@ def observe_phase(
         if isinstance(outcome, str) and outcome:
             message = f"{message}; runner said: {outcome}"
         return Phase(FAILED, job_reason, message), None
+    if is_suspended(job):
+        return _suspended(job, workload), None
     latest = _by_age(pods)[-1] if pods else None
     pod_phase = (latest.get("status") or {}).get("phase") if latest is not None else None
     if latest is not None and pod_phase in ("Running", "Succeeded", "Failed"):
@@ -118,6 +124,24 @@ def observe_phase(
     if latest is not None:
         return _pending(latest), None
     return Phase(PENDING, "JobCreated", "runner Job created, waiting for its pod"), None
+
+
+def _suspended(job: dict[str, Any], workload: dict[str, Any] | None) -> Phase:
+    """A runner Job that waits for Kueue to admit it (or that someone suspended): the operator
+    never resumes it, so the status says who will."""
+    queue = job_queue(job)
+    if queue is None:
+        return Phase(
+            PENDING,
+            "Suspended",
+            f"the runner Job {job['metadata']['name']} is suspended; it starts when its"
+            " spec.suspend is set to false",
+        )
+    why = workload_wait(workload) or (
+        f"the runner Job stays suspended until Kueue admits it; check that Kueue runs and that"
+        f" the namespace has a LocalQueue named {queue}"
+    )
+    return Phase(PENDING, "Queued", f"waiting in Kueue queue {queue}: {why}")
 
 
 def _oom_killed(pod: dict[str, Any]) -> str | None:
@@ -249,10 +273,11 @@ def compute_status(
     job: dict[str, Any] | None,
     pods: list[dict[str, Any]],
     now: str,
+    workload: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole status for the current generation, from its Job (None: not created yet) and
-    that Job's pods. `spec` is cj's spec, parsed."""
-    phase, outcome = observe_phase(job, pods)
+    """The whole status for the current generation, from its Job (None: not created yet),
+    that Job's pods and, for a queued Job, Kueue's Workload. `spec` is cj's spec, parsed."""
+    phase, outcome = observe_phase(job, pods, workload)
     status = _status_for(cj, spec, phase, now)
     previous = cj.get("status") or {}
     same_generation = previous.get("observedGeneration") == status["observedGeneration"]

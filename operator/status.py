@@ -296,7 +296,7 @@ def compute_status(
         status["artifacts"] = [a.to_json_dict() for a in outcome.artifacts]
     job_status = (job or {}).get("status") or {}
     start = job_status.get("startTime") or (previous.get("startTime") if same_generation else None)
-    if start or job is not None:
+    if start or (job is not None and not is_suspended(job)):  # a queued Job has not started
         status["startTime"] = start or now
     if phase.phase in TERMINAL:
         finished = job_status.get("completionTime")

@@ -125,6 +125,7 @@ def test_a_queued_job_says_in_words_why_kueue_has_not_admitted_it() -> None:
     # Waiting for quota is progress, not a stall: Kueue starts it when quota frees up.
     assert conditions["Reconciling"]["status"] == "True"
     assert conditions["Stalled"]["status"] == "False"
+    assert "startTime" not in found  # it starts when Kueue admits it
 
 
 def test_before_kueue_made_its_workload_the_status_says_who_starts_the_job() -> None:

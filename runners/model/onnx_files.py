@@ -49,6 +49,9 @@ def check_onnx(path: Path) -> None:
             field=FIELD,
         ) from error
     check_external_data(model, path.parent)
+    # The checker parses the file again: with the weights inside it, holding this parse too
+    # would make the check cost 3x the model instead of 2x.
+    del model
     try:
         onnx.checker.check_model(str(path))
     except Exception as error:
@@ -209,6 +212,8 @@ def consolidate_external_data(path: Path) -> None:
     1.8 GB; a model without external data is untouched."""
     import onnx
 
+    if not any(f.is_file() and f != path for f in path.parent.iterdir()):
+        return  # nothing beside the model: its weights are inside, and parsing them costs 2x
     files = external_data_files(path)
     if not files:
         return

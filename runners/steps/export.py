@@ -8,6 +8,7 @@ at evaluation.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
     import torch
 
     task = ctx.task
-    ctx.progress("export: loading the PyTorch model", 0, 3)
+    ctx.progress("export: loading the PyTorch model", 0, 4)
     program = None
     if model.module is None and model.format is ModelFormat.exported_program:
         program = torch_modules.load_exported_program(model.path)
@@ -60,7 +61,7 @@ def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
         )
 
     target = ctx.workdir / MODEL_FILE
-    ctx.progress("export: tracing to ONNX", 1, 3)
+    ctx.progress("export: tracing to ONNX", 1, 4)
     export_onnx(
         program if program is not None else module,
         inputs,
@@ -72,8 +73,14 @@ def run(model: Model, config: ExportConfig, ctx: StepContext) -> Model:
         if config.dynamic_axes
         else None,
     )
-    ctx.progress("export: checking the ONNX graph against torch", 2, 3)
+    # The torch weights are no longer needed (the outputs to compare with are in `expected`):
+    # dropped here, the checks and the ONNX Runtime session below hold only the ONNX model.
+    # A module handed in by an earlier step stays alive with that step's Model.
+    del module, program
+    gc.collect()
+    ctx.progress("export: checking the ONNX graph", 2, 4)
     onnx_files.check_onnx(target)
+    ctx.progress("export: comparing ONNX Runtime's outputs with torch's", 3, 4)
     difference = max_difference(target, input_names, inputs, expected)
     ctx.report("exportMaxAbsDiff", difference)
     return model.with_(

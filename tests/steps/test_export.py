@@ -157,3 +157,51 @@ def test_small_model_weights_are_kept_inside_the_model_file(
     assert [p.name for p in spread.parent.iterdir()] == ["model.onnx"]
     x = np.ones((2, 16), np.float32)
     np.testing.assert_allclose(run_onnx(spread, {"x": x}), run_onnx(tiny_onnx, {"x": x}))
+
+
+def test_model_alone_in_its_folder_is_not_parsed_again(
+    tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch writes weights beside the model only for >2 GB models; a model with nothing
+    # beside it holds its weights inside, and parsing them would cost twice their bytes.
+    alone = tmp_path / "m" / "model.onnx"
+    alone.parent.mkdir()
+    alone.write_bytes(tiny_onnx.read_bytes())
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(onnx, "load_model", refuse)
+    onnx_files.consolidate_external_data(alone)
+    assert alone.read_bytes() == tiny_onnx.read_bytes()
+
+
+def test_torch_model_loaded_by_export_is_freed_before_the_onnx_checks(
+    digits_cnn_torchscript: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The checker and the ONNX Runtime session each hold the ONNX model; with the torch
+    # weights still alive a large model's export needed one copy more.
+    import dataclasses
+    import weakref
+
+    loaded: list[weakref.ref[Any]] = []
+    alive_at: dict[str, bool] = {}
+    load = torch_modules.load_torch_module
+
+    def tracked_load(*args: Any, **kwargs: Any) -> Any:
+        module = load(*args, **kwargs)
+        loaded.append(weakref.ref(module))
+        return module
+
+    def progress(description: str, completed: float, total: float | None) -> None:
+        if loaded:
+            alive_at[description] = loaded[0]() is not None
+
+    monkeypatch.setattr(torch_modules, "load_torch_module", tracked_load)
+    ctx = dataclasses.replace(step_context(tmp_path, inputs=DIGITS_INPUTS), progress=progress)
+    export(Model(path=digits_cnn_torchscript, format=ModelFormat.torchscript), ExportConfig(), ctx)
+    assert alive_at == {
+        "export: tracing to ONNX": True,
+        "export: checking the ONNX graph": False,
+        "export: comparing ONNX Runtime's outputs with torch's": False,
+    }

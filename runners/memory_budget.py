@@ -18,9 +18,10 @@ GIB = 1 << 30
 # ONNX steps peak at 2x the model's bytes at most (`make bench-large`, issue #17): ONNX
 # Runtime's quantizer holds the float weights and their INT8 copy, a session holds one copy.
 ONNX_PEAK_PER_MODEL_BYTE = 2.0
-# Export from torch holds the module and the exported ONNX model at once, then ONNX steps
-# follow; not measured at scale, so counted as one more copy than the ONNX steps.
-EXPORT_PEAK_PER_MODEL_BYTE = 3.0
+# Export from torch peaks inside torch's TorchScript exporter: the module, the ModelProto it
+# builds, that proto serialized and the Python bytes of it, all at once. `make bench-large`
+# measured 5.76 GB on a 1.21 GB BERT (4.3x above the runtime); 4.5x leaves a margin.
+EXPORT_PEAK_PER_MODEL_BYTE = 4.5
 # The runner's own memory before any model: Python, torch, ONNX Runtime (0.6 GB measured).
 RUNTIME_BYTES = 768 << 20
 # A cgroup v1 "no limit" is the largest page-aligned long; anything this large is no limit.

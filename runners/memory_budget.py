@@ -20,8 +20,9 @@ GIB = 1 << 30
 ONNX_PEAK_PER_MODEL_BYTE = 2.0
 # Export from torch peaks inside torch's TorchScript exporter: the module, the ModelProto it
 # builds, that proto serialized and the Python bytes of it, all at once. `make bench-large`
-# measured 5.76 GB on a 1.21 GB BERT (4.3x above the runtime); 4.5x leaves a margin.
-EXPORT_PEAK_PER_MODEL_BYTE = 4.5
+# measured 5.76 GB exporting a 1.21 GB BERT and 6.42 GB with dynamic INT8 after it (its
+# per-op measurement on the exported model, weights inside the file): 4.8x above the runtime.
+EXPORT_PEAK_PER_MODEL_BYTE = 5.0
 # The runner's own memory before any model: Python, torch, ONNX Runtime (0.6 GB measured).
 RUNTIME_BYTES = 768 << 20
 # A cgroup v1 "no limit" is the largest page-aligned long; anything this large is no limit.

@@ -122,6 +122,7 @@ def test_kondense_run_refuses_a_job_over_its_budget_before_any_step(
     assert not (tmp_path / "out").exists()
 
 
-def test_a_torch_models_need_covers_the_export_peak_measured_at_scale() -> None:
-    # make bench-large --bert 1.2: a 1.21 GB BERT-like model exported at a 5.76 GB peak RSS.
-    assert estimated_need(1_210_649_184, ModelFormat.huggingface) >= 5.76e9
+def test_a_torch_models_need_covers_the_peaks_measured_at_scale() -> None:
+    # make bench-large --bert 1.2: a 1.21 GB BERT-like model peaked at 5.76 GB exported, at
+    # 6.42 GB exported and quantized dynamic INT8.
+    assert estimated_need(1_210_649_184, ModelFormat.huggingface) >= 6.42e9

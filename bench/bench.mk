@@ -11,8 +11,9 @@ bench-quality-quick: $(STAMP)  ## bench-quality's MiniLM rows without the distil
 	$(VENV)/bin/python -m bench.quality --json build/bench-quality-quick.json --chart build/bench-quality-quick.png
 
 BENCH_LARGE_SIZES ?= 2.5,6
-bench-large: $(STAMP)  ## peak memory per stage of optimize + dynamic and static INT8 on ~2.5 GB and ~6 GB ONNX models built with random weights under /tmp (BENCH_LARGE_SIZES=2.5 for one), its ratio to the model's bytes, wall time and result size (minutes; needs ~3x the largest model in free memory and disk)
-	$(VENV)/bin/python -m bench.large --sizes $(BENCH_LARGE_SIZES)
+BENCH_LARGE_BERT ?= 1.2
+bench-large: $(STAMP)  ## peak memory per stage of optimize + dynamic and static INT8 on ~2.5 GB and ~6 GB ONNX models built with random weights under /tmp (BENCH_LARGE_SIZES=2.5 for one), and of export alone and export + dynamic INT8 on a ~1.2 GB BERT-like PyTorch model (BENCH_LARGE_BERT= for none); its ratio to the model's bytes, wall time and result size (minutes; needs ~5x the torch model, ~3x the largest ONNX model in free memory and disk)
+	$(VENV)/bin/python -m bench.large --sizes $(BENCH_LARGE_SIZES) --bert "$(BENCH_LARGE_BERT)"
 
 BENCH_SEARCH ?= examples/digits-search.yaml
 bench-search: $(STAMP) examples/models/digits-cnn.ts examples/models/minilm  ## wall time of a CompressionSearch run locally in sequence and with 2 processes, side by side with the ratio and the CPU's flags (BENCH_SEARCH="examples/digits-search.yaml examples/minilm-search.yaml" adds MiniLM: tens of minutes on 2 cores)

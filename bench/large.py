@@ -6,6 +6,10 @@ static), and prints for each run the peak resident memory of every stage, the ru
 its ratio to the model's bytes, the wall time and the result's size. Each run is a child
 process sampled from outside (tests/fixtures/large_models.py), so this process's memory is
 not counted. The models are deleted afterwards.
+
+`--bert 1.2` does the same for the export step: a BERT-like Hugging Face model of about 1.2 GB
+(random weights in safetensors, MiniLM's tokenizer) exported alone, then exported and
+quantized dynamic INT8.
 """
 
 from __future__ import annotations
@@ -24,13 +28,21 @@ sys.path.insert(0, str(REPO / "tests"))
 from fixtures.large_models import (  # noqa: E402
     MemoryRun,
     run_with_memory,
+    write_bert,
     write_calibration,
     write_matmul_chain,
 )
+from fixtures.models import minilm_path  # noqa: E402
 
 GB = 1e9
 HIDDEN = 8192
 CALIBRATION_SAMPLES = 100
+BERT_HIDDEN = 1536
+# The torch model's recipes: export alone, and export then dynamic INT8.
+BERT_RECIPES: dict[str, list[dict[str, object]]] = {
+    "export": [{"export": {"opset": 17}}],
+    "export+dynamic": [{"export": {"opset": 17}}, {"quantize": {"mode": "dynamic"}}],
+}
 
 
 def manifest(model: Path, mode: str, calibration: Path | None, threads: int) -> dict[str, object]:
@@ -54,6 +66,53 @@ def manifest(model: Path, mode: str, calibration: Path | None, threads: int) -> 
             "output": {"uri": "unused"},
         },
     }
+
+
+def bert_manifest(model: Path, recipe: str, threads: int) -> dict[str, object]:
+    """`recipe` on a Hugging Face text-embedding model, measured on a few built-in sentences."""
+    return {
+        "apiVersion": "kondense.dev/v1alpha1",
+        "kind": "CompressionJob",
+        "metadata": {"name": f"large-bert-{recipe.replace('+', '-')}"},
+        "spec": {
+            "model": {"uri": str(model), "format": "huggingface", "task": "text-embedding"},
+            "steps": BERT_RECIPES[recipe],
+            "evaluation": {
+                "samples": 16,
+                "sequenceLength": 32,
+                "warmup": 1,
+                "runs": 3,
+                "threads": threads,
+                "maxMetricDrop": 1.0,
+                "requireSpeedup": False,
+            },
+            "output": {"uri": "unused"},
+        },
+    }
+
+
+def measure_bert(
+    size_gb: float, recipes: list[str], workdir: Path, *, hidden: int, threads: int
+) -> list[tuple[str, int, MemoryRun, int]]:
+    """Build a BERT-like model of `size_gb`, run each of `recipes` (BERT_RECIPES) on it."""
+    folder = workdir / f"bert-{size_gb:g}gb"
+    print(f"building a {size_gb:g} GB BERT-like model in {folder} ...", flush=True)
+    path = write_bert(
+        folder / "model", weight_bytes=int(size_gb * GB), hidden=hidden, tokenizer=minilm_path()
+    )
+    size = (path / "model.safetensors").stat().st_size
+    rows = []
+    for recipe in recipes:
+        job = folder / f"{recipe}.yaml"
+        job.write_text(yaml.safe_dump(bert_manifest(path, recipe, threads)))
+        out = folder / f"out-{recipe}"
+        run = run_with_memory(job, out)
+        result = model_bytes(out) if out.is_dir() else 0
+        rows.append((recipe, size, run, result))
+        print_run(recipe, size, run, result)
+        shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    return rows
 
 
 def model_bytes(folder: Path) -> int:
@@ -82,23 +141,24 @@ def measure(
         run = run_with_memory(job, out)
         result = model_bytes(out) if out.is_dir() else 0
         rows.append((mode, size, run, result))
-        print_run(mode, size, run, result)
+        print_run(f"quantize {mode}", size, run, result)
         shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(folder, ignore_errors=True)
     return rows
 
 
-def print_run(mode: str, size: int, run: MemoryRun, result: int) -> None:
+def print_run(title: str, size: int, run: MemoryRun, result: int) -> None:
+    """`title` (the recipe) on a model of `size` bytes: the run's peak, then each stage's."""
     status = "ok" if run.returncode == 0 else f"exit {run.returncode}"
     print(
-        f"\nquantize {mode} on {size / GB:.2f} GB: peak RSS {run.peak_rss / GB:.2f} GB = "
+        f"\n{title} on {size / GB:.2f} GB: peak RSS {run.peak_rss / GB:.2f} GB = "
         f"{run.peak_rss / size:.2f}x the model ({run.peak_above_startup() / size:.2f}x above the "
         f"{run.startup_rss / GB:.2f} GB at start-up), {run.seconds:.0f} s, result "
         f"{result / GB:.3f} GB, {status}"
     )
-    print(f"  {'stage':<48} {'peak RSS':>10} {'x model':>8}")
+    print(f"  {'stage':<56} {'peak RSS':>10} {'x model':>8}")
     for stage, peak in run.stages.items():
-        print(f"  {stage:<48} {peak / GB:>8.2f}GB {peak / size:>8.2f}")
+        print(f"  {stage:<56} {peak / GB:>8.2f}GB {peak / size:>8.2f}")
     if run.returncode != 0:
         print("\n".join("  | " + line for line in run.log[-15:]))
 
@@ -108,12 +168,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="2.5,6", help="model sizes in GB, comma-separated")
     parser.add_argument("--modes", default="dynamic,static", help="quantize modes to run")
     parser.add_argument("--hidden", type=int, default=HIDDEN, help="width of each layer")
+    parser.add_argument(
+        "--bert",
+        default="",
+        help="sizes in GB of BERT-like PyTorch models to export (alone and + dynamic INT8)",
+    )
+    parser.add_argument("--bert-hidden", type=int, default=BERT_HIDDEN)
+    parser.add_argument(
+        "--bert-recipes", default=",".join(BERT_RECIPES), help="of: " + ", ".join(BERT_RECIPES)
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args(argv)
     failed = False
     with tempfile.TemporaryDirectory(prefix="kondense-bench-large-", dir=args.workdir) as work:
-        for size in (float(s) for s in args.sizes.split(",")):
+        for size in (float(s) for s in args.bert.split(",") if s):
+            rows = measure_bert(
+                size,
+                args.bert_recipes.split(","),
+                Path(work),
+                hidden=args.bert_hidden,
+                threads=args.threads,
+            )
+            failed |= any(run.returncode != 0 for _, _, run, _ in rows)
+        for size in (float(s) for s in args.sizes.split(",") if s):
             rows = measure(
                 size, args.modes.split(","), Path(work), hidden=args.hidden, threads=args.threads
             )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.cluster import Cluster
+from fixtures.cluster import Cluster, wait_for
 from fixtures.operator_cluster import (
     GROUP,
     PLURAL,
@@ -100,13 +100,22 @@ def children(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]
     return list(listing["items"])
 
 
-def event_reasons(cluster: Cluster, namespace: str, name: str) -> list[str]:
+def event_reasons(cluster: Cluster, namespace: str, name: str, until: str = "") -> list[str]:
+    """The search's Event reasons, once one says `until`: the operator posts Events just after
+    the status they are about, so a test that saw the status may be a moment early."""
     from kubernetes import client
 
-    events = client.CoreV1Api(cluster.api_client).list_namespaced_event(
-        namespace,
-        field_selector=f"involvedObject.name={name},involvedObject.kind=CompressionSearch",
-    )
+    core = client.CoreV1Api(cluster.api_client)
+    selector = f"involvedObject.name={name},involvedObject.kind=CompressionSearch"
+    if until:
+        wait_for(
+            core.list_namespaced_event,
+            lambda e: e.reason == until,
+            timeout=30,
+            namespace=namespace,
+            field_selector=selector,
+        )
+    events = core.list_namespaced_event(namespace, field_selector=selector)
     return [e.reason for e in events.items]
 
 
@@ -246,8 +255,8 @@ def test_a_minilm_search_runs_candidates_side_by_side_on_both_cpu_nodes_and_keep
     assert frozenset(("cpu-0", "cpu-1")) in side_by_side, spans
     assert {n for _, _, n in spans} == {"cpu-0", "cpu-1"}
     assert status["paretoFront"] and status["best"]["name"] in status["paretoFront"]
-    reasons = event_reasons(cluster, kop_namespace, "minilm")
-    assert "SearchSucceeded" in reasons and "CandidateFinished" in reasons
+    reasons = event_reasons(cluster, kop_namespace, "minilm", until="SearchSucceeded")
+    assert reasons.count("CandidateFinished") == len(found), reasons
 
 
 def digits_search(model: str, calibration: str, evaluation: str, out: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The chart's aggregated ClusterRoles give the built-in view, edit and admin roles access to
-CompressionJobs, on the real apiserver and controller-manager (issue #14 item 3): users bound
-to each role in a namespace are checked with `kubectl auth can-i --as`."""
+CompressionJobs and CompressionSearches, on the real apiserver and controller-manager (issue
+#14 item 3): users bound to each role in a namespace are checked with `kubectl auth can-i
+--as`."""
 
 from __future__ import annotations
 
@@ -42,9 +43,16 @@ def user_roles(cluster: Cluster, helm_bin: Path, namespace: str) -> Iterator[lis
         )
 
 
-def can(cluster: Cluster, user: str, verb: str, namespace: str, *extra: str) -> bool:
+def can(
+    cluster: Cluster,
+    user: str,
+    verb: str,
+    namespace: str,
+    *extra: str,
+    resource: str = "compressionjobs",
+) -> bool:
     done = cluster.kubectl_run(
-        "auth", "can-i", verb, "compressionjobs.kondense.dev", "-n", namespace, f"--as={user}",
+        "auth", "can-i", verb, f"{resource}.kondense.dev", "-n", namespace, f"--as={user}",
         *extra, check=False,
     )  # fmt: skip
     return done.stdout.strip() == "yes"
@@ -63,16 +71,18 @@ def test_view_edit_and_admin_reach_compressionjobs_as_kubernetes_roles_do(
     cluster: Cluster, namespace: str, user_roles: list[str]
 ) -> None:
     aggregated(cluster, namespace)
-    for user in USERS:
-        for verb in ("get", "list", "watch"):
-            assert can(cluster, user, verb, namespace), (user, verb)
-    for verb in ("create", "update", "patch", "delete", "deletecollection"):
-        assert not can(cluster, "viewer", verb, namespace), verb
-        assert can(cluster, "editor", verb, namespace), verb
-        assert can(cluster, "administrator", verb, namespace), verb
-    # Status is the operator's alone.
-    for user in USERS:
-        assert not can(cluster, user, "patch", namespace, "--subresource=status"), user
+    for kind in ("compressionjobs", "compressionsearches"):
+        for user in USERS:
+            for verb in ("get", "list", "watch"):
+                assert can(cluster, user, verb, namespace, resource=kind), (kind, user, verb)
+        for verb in ("create", "update", "patch", "delete", "deletecollection"):
+            assert not can(cluster, "viewer", verb, namespace, resource=kind), (kind, verb)
+            assert can(cluster, "editor", verb, namespace, resource=kind), (kind, verb)
+            assert can(cluster, "administrator", verb, namespace, resource=kind), (kind, verb)
+        # Status is the operator's alone.
+        for user in USERS:
+            status = "--subresource=status"
+            assert not can(cluster, user, "patch", namespace, status, resource=kind), (kind, user)
     # A binding in one namespace gives nothing in another.
     assert not can(cluster, "editor", "get", "default")
 

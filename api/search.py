@@ -57,6 +57,8 @@ SEARCH_SHORT_NAMES = ["kcs"]
 LABEL_SEARCH = f"{API_GROUP}/search"
 LABEL_CANDIDATE = f"{API_GROUP}/candidate"
 LABEL_ROUND = f"{API_GROUP}/round"
+# Kubernetes' limit on a label value: the search's name is one on each child.
+MAX_LABEL_VALUE = 63
 # A child's name is the search's, cut to this length, then -NN-screen or -NN-full: a Job name
 # and its pods' names stay under Kubernetes' 63-character label limit.
 NAME_PREFIX_MAX = 40

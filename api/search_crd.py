@@ -23,6 +23,8 @@ from kondense.api.crd import (
     uri_rules,
 )
 from kondense.api.search import (
+    LABEL_SEARCH,
+    MAX_LABEL_VALUE,
     SEARCH_KIND,
     SEARCH_PLURAL,
     SEARCH_SHORT_NAMES,
@@ -47,6 +49,14 @@ SEARCH_RULES = [
         SPACE_DISTILL_NEEDS_TRAINING,
     ),
 ]
+
+
+# Each child carries the search's name in a label, and label values stop at 63 characters.
+NAME_RULE = rule(
+    f"self.metadata.name.size() <= {MAX_LABEL_VALUE}",
+    f"metadata.name: a CompressionSearch's name labels its children ({LABEL_SEARCH}), and "
+    f"label values stop at {MAX_LABEL_VALUE} characters; use a shorter name",
+)
 
 
 def search_spec_schema() -> dict[str, Any]:
@@ -223,6 +233,7 @@ def build_search_crd() -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
+                            "x-kubernetes-validations": [NAME_RULE],
                             "description": "A search over compression recipes: the kondense "
                             "operator runs one CompressionJob per candidate, at most "
                             "budget.parallelism at once, and keeps the best that meets the "

@@ -33,6 +33,7 @@ from kondense.api.search import (
     LABEL_CANDIDATE,
     LABEL_ROUND,
     LABEL_SEARCH,
+    MAX_LABEL_VALUE,
     SEARCH_KIND,
     SEARCH_PLURAL,
     Candidate,
@@ -68,8 +69,6 @@ from kondense.operator.status import (
 
 log = logging.getLogger("kondense.operator")
 
-# A child's labels carry the search's name, and label values stop at 63 characters.
-MAX_SEARCH_NAME = 63
 INVALID_SPEC = "InvalidSpec"
 NO_CANDIDATES = "NoCandidates"
 CHILD_REJECTED = "ChildRejected"
@@ -611,10 +610,10 @@ class SearchReconciler:
         if current.get("observedGeneration") == generation and current.get("phase") in TERMINAL:
             self._settle(namespace, name, terminal=True)
             return  # a generation's terminal status is final
-        if len(name) > MAX_SEARCH_NAME:
+        if len(name) > MAX_LABEL_VALUE:
             message = (
                 f"metadata.name: {len(name)} characters; a CompressionSearch's name labels its "
-                f"children, and label values stop at {MAX_SEARCH_NAME}: use a shorter name"
+                f"children, and label values stop at {MAX_LABEL_VALUE}: use a shorter name"
             )
             self._write(search, current, failed_status(search, "NameTooLong", message, now), now)
             return

@@ -105,3 +105,14 @@ def test_the_apiserver_admits_a_valid_search_and_defaults_it(
     admitted = json.loads(applied.stdout)
     assert admitted["spec"]["budget"]["maxCandidates"] == 8
     CompressionSearchSpec.model_validate(admitted["spec"])  # the defaults agree with the models
+
+
+@pytest.mark.cluster
+def test_the_apiserver_refuses_a_name_too_long_to_label_the_children(
+    cluster: Cluster, crd: None, namespace: str
+) -> None:
+    applied = cluster.kubectl_run(
+        "apply", "-f", "-", input=_manifest("s" * 64, namespace, VALID), check=False
+    )
+    assert applied.returncode != 0
+    assert "metadata.name: a CompressionSearch's name labels its children" in applied.stderr

@@ -8,6 +8,7 @@ descriptions for `kubectl explain`, and carries the cross-field rules of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -322,20 +323,49 @@ PRINTER_COLUMNS = [
 ]
 
 
-def build_crd() -> dict[str, Any]:
-    """The whole CustomResourceDefinition object."""
+@dataclass(frozen=True)
+class Names:
+    """How kubectl names a kind of this API group."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: list[str]
+
+
+def crd_document(
+    names: Names,
+    description: str,
+    columns: list[dict[str, Any]],
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    rules: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A namespaced CustomResourceDefinition of this API group: one served version, the status
+    subresource, printer columns, and the spec and status schemas."""
+    root: dict[str, Any] = {"type": "object", "description": description}
+    if rules:
+        root["x-kubernetes-validations"] = rules
+    root["required"] = ["spec"]
+    root["properties"] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": spec,
+        "status": status,
+    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
+        "metadata": {"name": f"{names.plural}.{API_GROUP}"},
         "spec": {
             "group": API_GROUP,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
+                "kind": names.kind,
+                "listKind": f"{names.kind}List",
+                "plural": names.plural,
+                "singular": names.singular,
+                "shortNames": names.short_names,
                 "categories": ["kondense"],
             },
             "scope": "Namespaced",
@@ -345,26 +375,24 @@ def build_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "A model compression recipe run by the kondense "
-                            "operator in a runner pod, with the measured trade-off in status.",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema(),
-                                "status": status_schema(),
-                            },
-                        }
-                    },
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": root},
                 }
             ],
         },
     }
+
+
+def build_crd() -> dict[str, Any]:
+    """The whole CustomResourceDefinition object."""
+    return crd_document(
+        Names(KIND, PLURAL, SINGULAR, SHORT_NAMES),
+        "A model compression recipe run by the kondense operator in a runner pod, with the "
+        "measured trade-off in status.",
+        PRINTER_COLUMNS,
+        spec_schema(),
+        status_schema(),
+    )
 
 
 HEADER = (

@@ -16,7 +16,9 @@ from kondense.api.crd import (
     MODEL_RULES,
     OUTPUT_RULES,
     PHASES,
+    Names,
     condition_schema,
+    crd_document,
     pvc_claim_rule,
     rule,
     structural_schema,
@@ -33,7 +35,6 @@ from kondense.api.search import (
     SPACE_STATIC_NEEDS_CALIBRATION,
     CompressionSearchSpec,
 )
-from kondense.api.spec import API_GROUP, API_VERSION
 
 # The same mistakes `search_problems` reports locally, in the same words.
 SEARCH_RULES = [
@@ -208,50 +209,16 @@ SEARCH_PRINTER_COLUMNS = [
 
 def build_search_crd() -> dict[str, Any]:
     """The whole CustomResourceDefinition object."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{SEARCH_PLURAL}.{API_GROUP}"},
-        "spec": {
-            "group": API_GROUP,
-            "names": {
-                "kind": SEARCH_KIND,
-                "listKind": f"{SEARCH_KIND}List",
-                "plural": SEARCH_PLURAL,
-                "singular": SEARCH_SINGULAR,
-                "shortNames": SEARCH_SHORT_NAMES,
-                "categories": ["kondense"],
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": API_VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": SEARCH_PRINTER_COLUMNS,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-validations": [NAME_RULE],
-                            "description": "A search over compression recipes: the kondense "
-                            "operator runs one CompressionJob per candidate, at most "
-                            "budget.parallelism at once, and keeps the best that meets the "
-                            "accuracy budget.",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": search_spec_schema(),
-                                "status": search_status_schema(),
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    return crd_document(
+        Names(SEARCH_KIND, SEARCH_PLURAL, SEARCH_SINGULAR, SEARCH_SHORT_NAMES),
+        "A search over compression recipes: the kondense operator runs one CompressionJob per "
+        "candidate, at most budget.parallelism at once, and keeps the best that meets the "
+        "accuracy budget.",
+        SEARCH_PRINTER_COLUMNS,
+        search_spec_schema(),
+        search_status_schema(),
+        rules=[NAME_RULE],
+    )
 
 
 SEARCH_HEADER = (

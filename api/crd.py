@@ -276,7 +276,7 @@ def status_schema() -> dict[str, Any]:
     }
 
 
-PRINTER_COLUMNS = [
+PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     # Like the STATUS of `kubectl get pods`: why it is in that phase (Unschedulable, BadInput).
     {

@@ -173,7 +173,7 @@ def search_status_schema() -> dict[str, Any]:
     }
 
 
-SEARCH_PRINTER_COLUMNS = [
+SEARCH_PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Best", "type": "string", "jsonPath": ".status.best.name"},
     {

@@ -1,3 +1,8 @@
 """Shared fixtures live in tests/fixtures/ (importable because pytest's pythonpath has tests/)."""
 
-pytest_plugins = ["fixtures.models", "fixtures.cluster", "fixtures.operator_cluster"]
+pytest_plugins = [
+    "fixtures.models",
+    "fixtures.cluster",
+    "fixtures.operator_cluster",
+    "fixtures.kueue",
+]

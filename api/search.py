@@ -546,6 +546,24 @@ class Plan:
     done: bool  # every round finished: pick the best and stop
 
 
+def screens(spec: CompressionSearchSpec, count: int) -> bool:
+    """Whether a search of `count` candidates screens them first."""
+    return spec.screening.samples > 0 and count > 1
+
+
+def promotion(
+    spec: CompressionSearchSpec, count: int, measured: Sequence[Measured]
+) -> list[int] | None:
+    """The candidates promoted to the full round, once every one of the `count` screenings has
+    finished; None before that, or when the search does not screen."""
+    screened = [m for m in measured if m.round is Round.screen]
+    if not screens(spec, count) or len(screened) < count:
+        return None
+    if not all(m.finished for m in screened):
+        return None
+    return promoted(screened, spec.objective, spec.screening.keep)
+
+
 def next_children(
     spec: CompressionSearchSpec,
     count: int,
@@ -560,14 +578,10 @@ def next_children(
     existing = {(m.candidate, m.round) for m in measured}
     running = sum(1 for m in measured if not m.finished)
     free = max(0, spec.budget.parallelism - running)
-    screening = spec.screening.samples > 0 and count > 1
     wanted: list[tuple[int, Round]]
-    if screening:
-        screened = [m for m in measured if m.round is Round.screen]
+    if screens(spec, count):
         wanted = [(i, Round.screen) for i in range(count)]
-        if len(screened) == count and all(m.finished for m in screened):
-            keep = promoted(screened, spec.objective, spec.screening.keep)
-            wanted += [(i, Round.full) for i in keep]
+        wanted += [(i, Round.full) for i in promotion(spec, count, measured) or []]
     else:
         wanted = [(i, Round.full) for i in range(count)]
     missing = [w for w in wanted if w not in existing]

@@ -49,7 +49,7 @@ from kondense.api.search import (
     child_spec,
     next_children,
     pareto,
-    promoted,
+    promotion,
     space_size,
     within,
 )
@@ -156,11 +156,6 @@ class Observed:
     stopped: frozenset[tuple[int, Round]] = frozenset()  # deleted unfinished on timeout
 
 
-def screening_on(spec: CompressionSearchSpec, count: int) -> bool:
-    """Whether the search screens first (as next_children decides)."""
-    return spec.screening.samples > 0 and count > 1
-
-
 def measured_all(observed: Observed) -> list[Measured]:
     out = []
     for (index, round_), child in sorted(observed.children.items()):
@@ -172,15 +167,9 @@ def measured_all(observed: Observed) -> list[Measured]:
 
 
 def promoted_set(spec: CompressionSearchSpec, observed: Observed) -> set[int] | None:
-    """The candidates promoted to the full round, once every screening has finished (None
-    before, or when the search does not screen)."""
-    count = len(observed.candidates)
-    if not screening_on(spec, count):
-        return None
-    screened = [m for m in measured_all(observed) if m.round is Round.screen]
-    if len(screened) < count or not all(m.finished for m in screened):
-        return None
-    return set(promoted(screened, spec.objective, spec.screening.keep))
+    """The candidates promoted to the full round (`promotion`), as a set."""
+    keep = promotion(spec, len(observed.candidates), measured_all(observed))
+    return None if keep is None else set(keep)
 
 
 def candidate_done(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from kondense.api.errors import DEADLINE_ENV
@@ -14,6 +15,7 @@ from kondense.api.spec import CompressionJobSpec
 from kondense.operator.config import PoolConfig
 from kondense.operator.jobs import build_runner_job
 from kondense.operator.queueing import QUEUE_LABEL, workload_wait
+from kondense.operator.reconcile import Reconciler
 from kondense.operator.status import compute_status
 
 META = {"name": "bert", "namespace": "team-a", "uid": "u-1", "generation": 1}
@@ -152,3 +154,43 @@ def test_an_evicted_workload_gives_its_eviction_message() -> None:
     }
     assert workload_wait(workload) == "Preempted to accommodate x"
     assert workload_wait({"status": {}}) is None
+
+
+class Workloads:
+    """CustomObjectsApi.list_namespaced_custom_object answering per Workload API version."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, str]] = []
+
+    def list_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, **kw: Any
+    ) -> Any:
+        self.asked.append((version, kw["label_selector"]))
+        answer = self.answers[version]
+        if isinstance(answer, int):
+            raise ApiException(status=answer)
+        return answer
+
+
+def read_workload(answers: dict[str, Any]) -> tuple[Any, list[tuple[str, str]]]:
+    reconciler = Reconciler.__new__(Reconciler)  # only the client and timeout are used
+    reconciler.custom = Workloads(answers)  # type: ignore[assignment]
+    reconciler.timeout = 1.0
+    job = suspended_job("compression")
+    job["metadata"]["namespace"] = "team-a"
+    found = reconciler._workload(job)
+    return found, reconciler.custom.asked  # type: ignore[attr-defined]
+
+
+def test_the_workload_is_found_by_the_jobs_uid_in_the_newest_version_served() -> None:
+    found, asked = read_workload({"v1beta2": 404, "v1beta1": {"items": [PENDING_WORKLOAD]}})
+    assert found == PENDING_WORKLOAD
+    assert asked == [("v1beta2", "kueue.x-k8s.io/job-uid=j-1"),
+                     ("v1beta1", "kueue.x-k8s.io/job-uid=j-1")]  # fmt: skip
+
+
+def test_without_kueue_or_the_right_to_read_workloads_the_status_just_says_it_waits() -> None:
+    assert read_workload({"v1beta2": 404, "v1beta1": 404})[0] is None
+    assert read_workload({"v1beta2": 403})[0] is None
+    assert read_workload({"v1beta2": {"items": []}})[0] is None

@@ -18,8 +18,12 @@ if TYPE_CHECKING:
 
     from kondense.runners.core import Model
 
-# protobuf cannot serialise a message over 2 GB: weights beyond this go to one file beside it.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+# Weights beyond this go to one file beside the model (`<name>.data`), and the steps take their
+# large-model paths (graph edits without the weights, tensor by tensor). protobuf cannot
+# serialise a message over 2 GB; and below that, every read of the graph alone (shape
+# inference, optimization, quantization's passes) would parse the weights too, so a 1.2 GB
+# model with its weights inside peaked at 5.3x its bytes through export and dynamic INT8.
+EXTERNAL_DATA_THRESHOLD = 256 << 20
 
 
 def require_onnx(model: Model, step: str) -> None:
@@ -144,7 +148,8 @@ def weight_bytes(model: onnx.ModelProto) -> int:
 
 
 def save_onnx(model: onnx.ModelProto, path: Path, *, external: bool | None = None) -> Path:
-    """Save `model` at `path`; over 1.8 GB of weights (or `external`) go to `<name>.data`."""
+    """Save `model` at `path`; weights over EXTERNAL_DATA_THRESHOLD (or `external`) go to
+    `<name>.data`."""
     import onnx
 
     if external is None:
@@ -208,14 +213,16 @@ def save_beside_data(model: onnx.ModelProto, source: Path, target: Path) -> Path
 
 def consolidate_external_data(path: Path) -> None:
     """Rewrite a model whose weights are spread over external files (torch's exporters write
-    them) so they sit in one `<name>.data` file beside it, or inside the model when under
-    1.8 GB; a model without external data is untouched."""
+    them), or sit inside it beyond EXTERNAL_DATA_THRESHOLD, so they are in one `<name>.data`
+    file beside it, or inside the model when under the threshold; a small model with its
+    weights inside is untouched."""
     import onnx
 
-    if not any(f.is_file() and f != path for f in path.parent.iterdir()):
-        return  # nothing beside the model: its weights are inside, and parsing them costs 2x
-    files = external_data_files(path)
-    if not files:
+    alone = not any(f.is_file() and f != path for f in path.parent.iterdir())
+    if alone and path.stat().st_size <= EXTERNAL_DATA_THRESHOLD:
+        return  # weights inside and small: parsing them to look for external data costs 2x
+    files = [] if alone else external_data_files(path)
+    if not files and path.stat().st_size <= EXTERNAL_DATA_THRESHOLD:
         return
     model = onnx.load_model(str(path), load_external_data=True)
     for file in files:

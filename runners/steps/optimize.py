@@ -91,10 +91,10 @@ _LEVELS = {
 def ort_optimize(source: Path, target: Path, level: OptimizeLevel) -> Path:
     """ONNX Runtime's offline optimization of `source` at `level`, saved at `target`.
 
-    A model with external data (or over 1.8 GB) keeps its weights in `<target>.data`: left to
-    itself, ONNX Runtime would refer to the source's data file by its name, which is not
-    beside `target`. Weight pre-packing is off: this session only writes the graph, and
-    packed copies of every MatMul weight would double its memory.
+    A model with external data (or over EXTERNAL_DATA_THRESHOLD) keeps its weights in
+    `<target>.data`: left to itself, ONNX Runtime would refer to the source's data file by its
+    name, which is not beside `target`. Weight pre-packing is off: this session only writes the
+    graph, and packed copies of every MatMul weight would double its memory.
     """
     import onnxruntime as ort
 

@@ -22,6 +22,7 @@ from kondense.api.errors import BadInput
 from kondense.api.spec import ExportConfig, ModelFormat
 from kondense.runners.core import Model
 from kondense.runners.model import onnx_files, torch_modules
+from kondense.runners.steps import export as export_step
 from kondense.runners.steps import load_step
 
 export = load_step("export")
@@ -176,6 +177,22 @@ def test_model_alone_in_its_folder_is_not_parsed_again(
     assert alone.read_bytes() == tiny_onnx.read_bytes()
 
 
+def test_a_large_model_alone_in_its_folder_moves_its_weights_beside_it(
+    tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch's exporter keeps a model under 2 GB in one file; over the threshold its weights
+    # move to model.onnx.data, so the later steps read the graph without parsing them.
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 1024)
+    alone = tmp_path / "m" / "model.onnx"
+    alone.parent.mkdir()
+    alone.write_bytes(tiny_onnx.read_bytes())
+    onnx_files.consolidate_external_data(alone)
+    assert sorted(p.name for p in alone.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
+    assert alone.stat().st_size < 1024
+    x = np.ones((2, 16), np.float32)
+    np.testing.assert_allclose(run_onnx(alone, {"x": x}), run_onnx(tiny_onnx, {"x": x}))
+
+
 def test_torch_model_loaded_by_export_is_freed_before_the_onnx_checks(
     digits_cnn_torchscript: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -197,7 +214,15 @@ def test_torch_model_loaded_by_export_is_freed_before_the_onnx_checks(
         if loaded:
             alive_at[description] = loaded[0]() is not None
 
+    trimmed: list[bool] = []
+    release = export_step.release_freed_memory
+
+    def tracked_release() -> None:
+        trimmed.append(loaded[0]() is None)  # after the torch model is gone
+        release()
+
     monkeypatch.setattr(torch_modules, "load_torch_module", tracked_load)
+    monkeypatch.setattr(export_step, "release_freed_memory", tracked_release)
     ctx = dataclasses.replace(step_context(tmp_path, inputs=DIGITS_INPUTS), progress=progress)
     export(Model(path=digits_cnn_torchscript, format=ModelFormat.torchscript), ExportConfig(), ctx)
     assert alive_at == {
@@ -205,3 +230,5 @@ def test_torch_model_loaded_by_export_is_freed_before_the_onnx_checks(
         "export: checking the ONNX graph": False,
         "export: comparing ONNX Runtime's outputs with torch's": False,
     }
+    # The freed memory goes back to the system (malloc_trim) once the torch model is gone.
+    assert trimmed == [True]

@@ -157,6 +157,16 @@ def spec_schema() -> dict[str, Any]:
     schema["x-kubernetes-validations"] = SPEC_RULES
     props = schema["properties"]
     props["steps"]["items"]["x-kubernetes-validations"] = STEP_RULES
+    attach_location_rules(props)
+    # Not on steps[].distill.student: inside the steps list the rule's estimated cost is over
+    # the apiserver's budget; `kondense validate` and the operator (InvalidSpec) check it.
+    return schema
+
+
+def attach_location_rules(props: dict[str, Any]) -> None:
+    """The rules of spec.model, spec.data.* and spec.output, onto the spec schema's properties
+    (`props`): URIs with a supported scheme, no '..' segment, no link-local host, a valid claim;
+    a writable output; the model's format and architecture."""
     props["output"]["x-kubernetes-validations"] = [
         *OUTPUT_RULES,
         pvc_claim_rule("output"),
@@ -170,9 +180,6 @@ def spec_schema() -> dict[str, Any]:
     for source in ("calibration", "evaluation", "training"):
         rules = [pvc_claim_rule(f"data.{source}"), *uri_rules(f"data.{source}")]
         props["data"]["properties"][source]["x-kubernetes-validations"] = rules
-    # Not on steps[].distill.student: inside the steps list the rule's estimated cost is over
-    # the apiserver's budget; `kondense validate` and the operator (InvalidSpec) check it.
-    return schema
 
 
 def pvc_claim_rule(where: str) -> dict[str, str]:

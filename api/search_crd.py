@@ -13,16 +13,13 @@ from typing import Any
 import yaml
 
 from kondense.api.crd import (
-    MODEL_RULES,
-    OUTPUT_RULES,
     PHASES,
     Names,
+    attach_location_rules,
     condition_schema,
     crd_document,
-    pvc_claim_rule,
     rule,
     structural_schema,
-    uri_rules,
 )
 from kondense.api.search import (
     LABEL_SEARCH,
@@ -65,20 +62,7 @@ def search_spec_schema() -> dict[str, Any]:
     raw = CompressionSearchSpec.model_json_schema(by_alias=True, mode="validation")
     schema = structural_schema(raw)
     schema["x-kubernetes-validations"] = SEARCH_RULES
-    props = schema["properties"]
-    props["output"]["x-kubernetes-validations"] = [
-        *OUTPUT_RULES,
-        pvc_claim_rule("output"),
-        *uri_rules("output"),
-    ]
-    props["model"]["x-kubernetes-validations"] = [
-        *MODEL_RULES,
-        pvc_claim_rule("model"),
-        *uri_rules("model"),
-    ]
-    for source in ("calibration", "evaluation", "training"):
-        rules = [pvc_claim_rule(f"data.{source}"), *uri_rules(f"data.{source}")]
-        props["data"]["properties"][source]["x-kubernetes-validations"] = rules
+    attach_location_rules(schema["properties"])
     return schema
 
 

@@ -25,6 +25,7 @@ from fixtures.operator_cluster import (
     VERSION,
     Operator,
     put_s3_tree,
+    wait_cj,
 )
 
 pytestmark = pytest.mark.cluster
@@ -62,29 +63,7 @@ def wait_search(
     timeout: float = SEARCH_S,
 ) -> dict[str, Any]:
     """Watch the search until `predicate(body)` holds; TimeoutError with its status."""
-    from kubernetes import client, watch
-
-    api = client.CustomObjectsApi(cluster.api_client)
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] = {}
-    while (left := deadline - time.monotonic()) > 0:
-        listing = api.list_namespaced_custom_object(GROUP, VERSION, namespace, SEARCH_PLURAL)
-        for item in listing["items"]:
-            if item["metadata"]["name"] == name:
-                last = item
-                if predicate(item):
-                    return item
-        for event in watch.Watch().stream(
-            api.list_namespaced_custom_object, GROUP, VERSION, namespace, SEARCH_PLURAL,
-            resource_version=listing["metadata"]["resourceVersion"],
-            timeout_seconds=max(1, int(left)),
-        ):  # fmt: skip
-            item = event["object"]
-            if item["metadata"]["name"] == name and event["type"] != "DELETED":
-                last = item
-                if predicate(item):
-                    return item
-    raise TimeoutError(f"{namespace}/{name} never got there; last status: {last.get('status')}")
+    return wait_cj(cluster, namespace, name, predicate, timeout, plural=SEARCH_PLURAL)
 
 
 def finished(body: dict[str, Any]) -> bool:

@@ -133,6 +133,29 @@ class KindReconciler(Protocol):
         ...
 
 
+def patch_status(
+    custom: Any,
+    plural: str,
+    meta: dict[str, Any],
+    patch: dict[str, Any] | None,
+    timeout: float | None,
+) -> None:
+    """Merge-patch the status subresource of the object `meta` names; nothing when `patch` is
+    None (the status is already what it should be)."""
+    if patch is None:
+        return
+    custom.patch_namespaced_custom_object_status(
+        API_GROUP,
+        API_VERSION,
+        meta["namespace"],
+        plural,
+        meta["name"],
+        {"status": patch},
+        _content_type="application/merge-patch+json",
+        _request_timeout=timeout,
+    )
+
+
 class Reconciler:
     """Reconciles CompressionJobs with one ApiClient; safe to call from several threads."""
 
@@ -422,18 +445,7 @@ class Reconciler:
 
     def _write(self, cj: dict[str, Any], current: dict[str, Any], desired: dict[str, Any]) -> None:
         meta = cj["metadata"]
-        patch = status_patch(current, desired)
-        if patch is not None:
-            self.custom.patch_namespaced_custom_object_status(
-                API_GROUP,
-                API_VERSION,
-                meta["namespace"],
-                PLURAL,
-                meta["name"],
-                {"status": patch},
-                _content_type="application/merge-patch+json",
-                _request_timeout=self.timeout,
-            )
+        patch_status(self.custom, PLURAL, meta, status_patch(current, desired), self.timeout)
         moved = transition(current, desired)
         if moved is not None:
             self.post_event(cj, moved)

@@ -58,7 +58,13 @@ from kondense.api.steps import DeviceClass
 from kondense.operator import metrics
 from kondense.operator.config import OperatorConfig
 from kondense.operator.pools import PoolError, select_node_pool
-from kondense.operator.reconcile import REFUSED, Reconciler, api_message, utc_now
+from kondense.operator.reconcile import (
+    REFUSED,
+    Reconciler,
+    api_message,
+    patch_status,
+    utc_now,
+)
 from kondense.operator.status import (
     TERMINAL,
     Phase,
@@ -747,18 +753,7 @@ class SearchReconciler:
         observed: Observed | None = None,
     ) -> None:
         meta = search["metadata"]
-        patch = status_patch(current, desired)
-        if patch is not None:
-            self.custom.patch_namespaced_custom_object_status(
-                API_GROUP,
-                API_VERSION,
-                meta["namespace"],
-                SEARCH_PLURAL,
-                meta["name"],
-                {"status": patch},
-                _content_type="application/merge-patch+json",
-                _request_timeout=self.timeout,
-            )
+        patch_status(self.custom, SEARCH_PLURAL, meta, status_patch(current, desired), self.timeout)
         for moved in search_transitions(current, desired, observed):
             self.jobs.post_event(search, moved, kind=SEARCH_KIND)
         terminal = desired.get("phase") in TERMINAL

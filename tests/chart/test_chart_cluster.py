@@ -654,6 +654,13 @@ NEEDED = [
     ("delete", "jobs.batch"),
     ("list", "pods"),
     ("create", "events"),
+    # A CompressionSearch's children are CompressionJobs the operator creates and, on the
+    # search's timeout, deletes.
+    ("watch", "compressionsearches.kondense.dev"),
+    ("patch", "compressionsearches.kondense.dev/status"),
+    ("update", "compressionsearches.kondense.dev/finalizers"),
+    ("create", "compressionjobs.kondense.dev"),
+    ("delete", "compressionjobs.kondense.dev"),
 ]
 FORBIDDEN = [
     ("get", "secrets"),
@@ -663,8 +670,10 @@ FORBIDDEN = [
     ("create", "clusterroles.rbac.authorization.k8s.io"),
     ("escalate", "roles.rbac.authorization.k8s.io"),
     ("create", "pods"),
-    ("delete", "compressionjobs.kondense.dev"),
-    ("patch", "compressionjobs.kondense.dev"),  # the operator never writes spec or metadata
+    # The operator never writes a job's or a search's spec or metadata.
+    ("patch", "compressionjobs.kondense.dev"),
+    ("patch", "compressionsearches.kondense.dev"),
+    ("delete", "compressionsearches.kondense.dev"),
     ("update", "customresourcedefinitions.apiextensions.k8s.io"),
 ]
 

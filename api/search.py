@@ -46,6 +46,7 @@ from kondense.api.spec import (
     StudentSource,
     Task,
     TransformerFusion,
+    check_type_meta,
 )
 from kondense.api.steps import DeviceClass, recipe_device, recipe_label
 
@@ -261,10 +262,7 @@ class CompressionSearch(SpecModel):
 
     @model_validator(mode="after")
     def _type_meta(self) -> CompressionSearch:
-        if self.api_version != f"{API_GROUP}/{API_VERSION}":
-            raise ValueError(f"apiVersion must be {API_GROUP}/{API_VERSION}")
-        if self.kind != SEARCH_KIND:
-            raise ValueError(f"kind must be {SEARCH_KIND}")
+        check_type_meta(self.api_version, self.kind, SEARCH_KIND)
         return self
 
     @property

@@ -770,6 +770,14 @@ def cross_field_problems(spec: CompressionJobSpec) -> list[str]:
     return problems
 
 
+def check_type_meta(api_version: str, kind: str, expected_kind: str) -> None:
+    """A manifest's apiVersion is this API's and its kind the one expected (ValueError)."""
+    if api_version != f"{API_GROUP}/{API_VERSION}":
+        raise ValueError(f"apiVersion must be {API_GROUP}/{API_VERSION}")
+    if kind != expected_kind:
+        raise ValueError(f"kind must be {expected_kind}")
+
+
 class CompressionJob(SpecModel):
     """A whole manifest, as applied with kubectl or run with `kondense run`."""
 
@@ -780,10 +788,7 @@ class CompressionJob(SpecModel):
 
     @model_validator(mode="after")
     def _type_meta(self) -> CompressionJob:
-        if self.api_version != f"{API_GROUP}/{API_VERSION}":
-            raise ValueError(f"apiVersion must be {API_GROUP}/{API_VERSION}")
-        if self.kind != KIND:
-            raise ValueError(f"kind must be {KIND}")
+        check_type_meta(self.api_version, self.kind, KIND)
         return self
 
     @property

@@ -66,6 +66,10 @@ def wait_search(
     return wait_cj(cluster, namespace, name, predicate, timeout, plural=SEARCH_PLURAL)
 
 
+def a_child_started(body: dict[str, Any]) -> bool:
+    return any(c.get("job") for c in (body.get("status") or {}).get("candidates") or [])
+
+
 def finished(body: dict[str, Any]) -> bool:
     return (body.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
@@ -315,7 +319,7 @@ def test_an_operator_killed_mid_search_loses_and_duplicates_no_candidate(
             cluster,
             kop_namespace,
             "killed",
-            lambda b: any(c.get("job") for c in (b.get("status") or {}).get("candidates") or []),
+            a_child_started,
         )
         operator.kill()  # the children go on without an operator
         operator.start()
@@ -341,7 +345,7 @@ def test_deleting_a_search_deletes_its_children(
         cluster,
         kop_namespace,
         "doomed",
-        lambda b: any(c.get("job") for c in (b.get("status") or {}).get("candidates") or []),
+        a_child_started,
     )
     names = [c["metadata"]["name"] for c in children(cluster, kop_namespace, "doomed")]
     assert names

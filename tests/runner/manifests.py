@@ -47,3 +47,24 @@ def manifest(
 def write_manifest(path: Path, document: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def run_per_channel_and_per_tensor(model: Path, folder: Path) -> list[Path]:
+    """Dynamic INT8 of `model` run twice with `kondense run`, per channel and per tensor: the
+    output folders `folder`/per-channel and `folder`/per-tensor, for `kondense compare`."""
+    from typer.testing import CliRunner
+
+    from kondense.runners.cli import app
+
+    outputs = []
+    for name, per_channel in (("per-channel", True), ("per-tensor", False)):
+        document = manifest(
+            model,
+            [{"quantize": {"mode": "dynamic", "perChannel": per_channel}}],
+            folder / name,
+            evaluation=PIPELINE_EVALUATION,
+        )
+        job = write_manifest(folder / f"{name}.yaml", document)
+        assert CliRunner().invoke(app, ["run", str(job)]).exit_code == 0
+        outputs.append(folder / name)
+    return outputs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runner.manifests import PIPELINE_EVALUATION, manifest, write_manifest
+from runner.manifests import run_per_channel_and_per_tensor
 from typer.testing import CliRunner
 
 from kondense.runners.cli import app
@@ -39,17 +39,7 @@ def test_the_chart_is_a_png_with_a_panel_per_model(tmp_path: Path) -> None:
 def test_compare_reads_runs_prints_the_table_and_writes_png_and_html(
     tiny_onnx: Path, tmp_path: Path
 ) -> None:
-    outputs = []
-    for name, per_channel in (("per-channel", True), ("per-tensor", False)):
-        document = manifest(
-            tiny_onnx,
-            [{"quantize": {"mode": "dynamic", "perChannel": per_channel}}],
-            tmp_path / name,
-            evaluation=PIPELINE_EVALUATION,
-        )
-        job = write_manifest(tmp_path / f"{name}.yaml", document)
-        assert runner.invoke(app, ["run", str(job)]).exit_code == 0
-        outputs.append(tmp_path / name)
+    outputs = run_per_channel_and_per_tensor(tiny_onnx, tmp_path)
     chart = tmp_path / "charts" / "cmp.png"
     result = runner.invoke(
         app, ["compare", str(outputs[0]), str(outputs[1] / "report.json"), "--chart", str(chart)]

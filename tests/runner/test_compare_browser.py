@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runner.manifests import PIPELINE_EVALUATION, manifest, write_manifest
+from runner.manifests import run_per_channel_and_per_tensor
 from typer.testing import CliRunner
 
 from kondense.runners.cli import app
@@ -55,17 +55,7 @@ def front_pixels(image: np.ndarray) -> int:
 def test_compare_png_and_html_render_in_a_browser(
     chromium: Path, tiny_onnx: Path, tmp_path: Path
 ) -> None:
-    outputs = []
-    for name, per_channel in (("per-channel", True), ("per-tensor", False)):
-        document = manifest(
-            tiny_onnx,
-            [{"quantize": {"mode": "dynamic", "perChannel": per_channel}}],
-            tmp_path / name,
-            evaluation=PIPELINE_EVALUATION,
-        )
-        job = write_manifest(tmp_path / f"{name}.yaml", document)
-        assert CliRunner().invoke(app, ["run", str(job)]).exit_code == 0
-        outputs.append(str(tmp_path / name))
+    outputs = [str(p) for p in run_per_channel_and_per_tensor(tiny_onnx, tmp_path)]
     chart = tmp_path / "cmp.png"
     result = CliRunner().invoke(app, ["compare", *outputs, "--chart", str(chart)])
     assert result.exit_code == 0, result.output

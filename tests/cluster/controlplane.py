@@ -97,6 +97,7 @@ def build_binaries() -> dict[str, Path]:
         "bin": k8s,
         "coredns": Path(run_script(str(HERE / "coredns" / "build.sh"))),
         "registry": Path(run_script(str(HERE / "registry" / "build.sh"))),
+        "crictl": Path(run_script(str(HERE / "crictl" / "build.sh"))),
     }
 
 
@@ -276,6 +277,14 @@ def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
             cwd=STATE_DIR,
         )
     return STARTED[name].pid
+
+
+def cri_ready(tools: dict[str, Path], node: node_setup.Node) -> bool:
+    """Whether the node's containerd answers CRI calls: it refuses them ("server is not
+    initialized yet") until its CRI plugin has recovered its state."""
+    endpoint = f"--runtime-endpoint=unix://{node.socket}"
+    version = [str(tools["crictl"]), endpoint, "--timeout=2s", "version"]
+    return subprocess.run(version, capture_output=True).returncode == 0
 
 
 def wait_for(what: str, ok, deadline: float, state: dict) -> None:
@@ -672,10 +681,17 @@ def up() -> None:
         crt["client-key"] = str(pki / "kube-proxy.key")
         write_kubeconfig(proxy_kubeconfig, internal, pki / "ca.crt", crt)
         node_setup.prepare(node, pki / "ca.crt", proxy_kubeconfig, pause)
-        for name, argv in node_setup.commands(node, tools["bin"], kubelet_kubeconfig).items():
-            state["argv"][name] = argv
-            state["pids"][name] = spawn(name, argv)
-        save()
+        state["argv"].update(node_setup.commands(node, tools["bin"], kubelet_kubeconfig))
+    # containerd first: a kubelet that finds the CRI not yet serving exits at once.
+    for node in node_list:
+        name = f"{node.name}/containerd"
+        state["pids"][name] = spawn(name, state["argv"][name])
+    save()
+    for node in node_list:
+        wait_for(f"{node.name}'s CRI", lambda n=node: cri_ready(tools, n), deadline, state)
+        for name in (f"{node.name}/kubelet", f"{node.name}/kube-proxy"):
+            state["pids"][name] = spawn(name, state["argv"][name])
+    save()
     wait_for("all components healthy", lambda: healthy(state), deadline, state)
     wait_for("nodes Ready", lambda: nodes_ready(state), deadline, state)
     for node in node_list:

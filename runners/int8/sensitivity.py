@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     import onnx
 
 REFERENCE_SUFFIX = "::float"
+# The float ops are run in groups of at most this many weight bytes, one group's session open
+# at a time, so a large model's float weights are never all resident beside its INT8 session;
+# each group costs one more INT8 run over the tuning batches.
+REFERENCE_GROUP_BYTES = 256 * 2**20
 # Which input holds the weight, for the op types dynamic INT8 quantizes unfused. A Gather of
 # a constant index from a run-time tensor (shape arithmetic) is not weighted.
 WEIGHT_INPUT = {"MatMul": 1, "Gather": 0, "Conv": 1}
@@ -33,12 +37,14 @@ WEIGHT_INPUT = {"MatMul": 1, "Gather": 0, "Conv": 1}
 
 @dataclass(frozen=True)
 class WeightedOp:
-    """A node with a constant weight: its name, type, run-time inputs and first output."""
+    """A node with a constant weight: its name, type, run-time inputs, first output and the
+    weight's initializer."""
 
     name: str
     op_type: str
     activations: tuple[str, ...]
     output: str
+    weight: str
 
 
 def weighted_ops(model: onnx.ModelProto, op_types: Sequence[str]) -> list[WeightedOp]:
@@ -55,7 +61,8 @@ def weighted_ops(model: onnx.ModelProto, op_types: Sequence[str]) -> list[Weight
             continue
         activations = tuple(i for i in node.input if i and i not in floats)
         if activations:
-            found.append(WeightedOp(node.name, node.op_type, activations, node.output[0]))
+            weight = node.input[index]
+            found.append(WeightedOp(node.name, node.op_type, activations, node.output[0], weight))
     return found
 
 
@@ -63,6 +70,31 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     graph = model.graph
     values = [*graph.input, *graph.output, *graph.value_info]
     return {v.name: v.type.tensor_type.elem_type for v in values if v.type.tensor_type.elem_type}
+
+
+def weight_bytes(model: onnx.ModelProto) -> dict[str, int]:
+    """Each initializer's bytes, from its dims (its data may be on disk)."""
+    from onnx import helper
+
+    return {
+        t.name: int(np.prod(t.dims, dtype=np.int64))
+        * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        for t in model.graph.initializer
+    }
+
+
+def groups(ops: Sequence[WeightedOp], sizes: Sequence[int], limit: int) -> list[list[WeightedOp]]:
+    """`ops` in order, cut into groups whose `sizes` sum to at most `limit` (an op larger than
+    `limit` is a group of its own)."""
+    found: list[list[WeightedOp]] = []
+    total = limit + 1
+    for op, size in zip(ops, sizes, strict=True):
+        if total + size > limit:
+            found.append([])
+            total = 0
+        found[-1].append(op)
+        total += size
+    return found
 
 
 def reference_model(model: onnx.ModelProto, ops: Sequence[WeightedOp]) -> onnx.ModelProto:
@@ -130,17 +162,19 @@ def op_errors(
     *,
     threads: int,
     progress: Progress = no_progress,
+    group_bytes: int = REFERENCE_GROUP_BYTES,
 ) -> dict[str, float]:
     """Relative L2 error of each op's INT8 output against the float op on the same inputs,
-    over `batches` (each batch done reported to `progress`). Ops the quantizer renamed away
-    (their tensors are gone) are left out."""
+    over `batches` (each batch done reported to `progress`). The float ops run in groups of at
+    most `group_bytes` of weights, one group at a time. Ops the quantizer renamed away (their
+    tensors are gone) are left out."""
     import onnx
 
     from kondense.runners.measure.inference import CPU, Device, feed, open_session
     from kondense.runners.model import onnx_files
 
     device = Device("cpu", CPU)
-    # Graphs only: the two models written here read the weights from the sources' files.
+    # Graphs only: the models written here read the weights from the sources' files.
     float_model = onnx.load_model(str(float_path), load_external_data=False)
     types = _elem_types(float_model)
     quantized = onnx.load_model(str(quantized_path), load_external_data=False)
@@ -155,29 +189,46 @@ def op_errors(
         quantized_path,
         workdir / "sensitivity-exposed.onnx",
     )
-    reference_path = onnx_files.save_beside_data(
-        reference_model(float_model, ops), float_path, workdir / "sensitivity-reference.onnx"
-    )
-    del float_model, quantized
+    del quantized
+    sizes = weight_bytes(float_model)
+    parts = groups(ops, [sizes[op.weight] for op in ops], group_bytes)
+    reference_paths = [
+        onnx_files.save_beside_data(
+            reference_model(float_model, part),
+            float_path,
+            workdir / f"sensitivity-reference-{index}.onnx",
+        )
+        for index, part in enumerate(parts)
+    ]
+    del float_model
     exposed = open_session(exposed_path, threads=threads, device=device)
-    reference = open_session(reference_path, threads=threads, device=device)
-    names = [o.name for o in exposed.get_outputs()]
-    wanted = {i.name for i in reference.get_inputs()}
     squared_error = dict.fromkeys((op.name for op in ops), 0.0)
     squared_norm = dict.fromkeys((op.name for op in ops), 0.0)
     stage = f"quantize: INT8 error of {len(ops)} ops, tuning batches"
-    for batch in counted(batches, progress, stage, len(batches)):
+    rounds = (
+        (part, path, batch)
+        for part, path in zip(parts, reference_paths, strict=True)
+        for batch in batches
+    )
+    session, session_path = None, None
+    for part, path, batch in counted(rounds, progress, stage, len(parts) * len(batches)):
+        if session is None or path != session_path:
+            session = None  # the previous group's weights are freed before the next load
+            session, session_path = open_session(path, threads=threads, device=device), path
+        names = sorted({t for op in part for t in (*op.activations, op.output)})
         values = dict(zip(names, exposed.run(names, feed(exposed, batch.inputs)), strict=True))
-        floats = reference.run(
-            [op.output + REFERENCE_SUFFIX for op in ops],
+        wanted = {i.name for i in session.get_inputs()}
+        floats = session.run(
+            [op.output + REFERENCE_SUFFIX for op in part],
             {k: v for k, v in values.items() if k in wanted},
         )
-        for op, want in zip(ops, floats, strict=True):
+        for op, want in zip(part, floats, strict=True):
             got = values[op.output].astype(np.float64)
             want = want.astype(np.float64)
             squared_error[op.name] += float(np.sum((got - want) ** 2))
             squared_norm[op.name] += float(np.sum(want**2))
-    for path in (exposed_path, reference_path):
+    del session, exposed
+    for path in (exposed_path, *reference_paths):
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".data").unlink(missing_ok=True)
     return {

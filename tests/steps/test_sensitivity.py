@@ -79,6 +79,24 @@ def test_op_errors_single_out_the_op_int8_ruins(tmp_path: Path) -> None:
     ranking = sensitivity.ranked(errors)
     assert ranking[0][0] == "fc2"
     assert ranking[0][1] > 0.3 > 0.05 > max(errors["fc1"], errors["fc3"])
+    # The float ops one group per op (each weight over the limit): the same errors.
+    alone = sensitivity.op_errors(
+        source, quantized.path, batches, ops, tmp_path, threads=1, group_bytes=1
+    )
+    assert alone.keys() == errors.keys()
+    assert all(np.isclose(alone[name], errors[name], rtol=1e-6) for name in errors)
+    assert not list(tmp_path.glob("sensitivity-*"))
+
+
+def test_float_ops_are_grouped_in_order_under_the_byte_limit() -> None:
+    ops = [sensitivity.WeightedOp(f"op{i}", "MatMul", ("x",), f"y{i}", f"w{i}") for i in range(5)]
+    parts = sensitivity.groups(ops, [40, 50, 30, 120, 10], limit=100)
+    assert [[op.name for op in part] for part in parts] == [
+        ["op0", "op1"],
+        ["op2"],
+        ["op3"],  # over the limit alone: a group of its own
+        ["op4"],
+    ]
 
 
 def test_the_op_int8_ruins_stays_float_and_the_error_falls(tmp_path: Path) -> None:

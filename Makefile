@@ -20,21 +20,25 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 -include images/images.mk
 -include examples/cluster/quickstart.mk
 
-.PHONY: help venv demo demo-digits test test-unit lint fmt typecheck crd clean
+.PHONY: help venv lock demo demo-digits test test-unit lint fmt typecheck crd clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
 
-# The virtual environment, rebuilt when pyproject.toml changes.
-$(STAMP): pyproject.toml scripts/install-venv.sh
+# The virtual environment at the versions uv.lock pins, synced again when either file changes.
+$(STAMP): pyproject.toml uv.lock scripts/install-venv.sh
 	PYTHON=$(PYTHON) scripts/install-venv.sh $(VENV) test
 	touch $@
 
 venv: $(STAMP)  ## create .venv and install kondense with every extra
 
+lock:  ## resolve uv.lock again after a change to pyproject.toml's dependencies (commit both)
+	test -x $(VENV)/bin/uv || PYTHON=$(PYTHON) scripts/install-venv.sh $(VENV) test
+	UV_SYSTEM_CERTS=1 $(VENV)/bin/uv lock
+
 # A venv already complete for the tests serves the demo as it is.
-$(DEMO_STAMP): pyproject.toml scripts/install-venv.sh
-	if [ ! -f $(STAMP) ] || [ $(STAMP) -ot pyproject.toml ]; then \
+$(DEMO_STAMP): pyproject.toml uv.lock scripts/install-venv.sh
+	if [ ! -f $(STAMP) ] || [ $(STAMP) -ot pyproject.toml ] || [ $(STAMP) -ot uv.lock ]; then \
 	  PYTHON=$(PYTHON) scripts/install-venv.sh $(VENV) demo; fi
 	touch $@
 

@@ -62,9 +62,12 @@ DEBIAN_PACKAGES = ["podman", "mmdebstrap", "runc", "gcc", "libc6-dev"]
 
 PUBLIC_PYTHON = "docker.io/library/python:3.12.8-slim-bookworm"
 PUBLIC_CUDA = "docker.io/nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04"
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 HOST_CERTS = Path("/etc/ssl/certs")
 HOST_CA_BUNDLE = HOST_CERTS / "ca-certificates.crt"
+UV_CACHE = Path(
+    os.environ.get("UV_CACHE_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "uv"
+)
 
 BASE_REPO = "localhost/kondense/base-bookworm"
 BASE_PACKAGES = ["python3", "python3-venv", "ca-certificates"]
@@ -248,14 +251,6 @@ def python_base() -> tuple[str, str]:
     return local_base(), "local (mmdebstrap, Debian bookworm)"
 
 
-def reachable(url: str, timeout: float = 5) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=timeout).close()
-        return True
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
 # --- building ----------------------------------------------------------------------------------
 
 
@@ -288,6 +283,9 @@ def podman_build(
         # pip inside the build trusts the machine's CA bundle (a TLS-intercepting proxy's).
         cmd += ["--volume", f"{HOST_CERTS}:/etc/ssl/host-certs:ro"]
         cmd += ["--build-arg", "PIP_CERT=/etc/ssl/host-certs/ca-certificates.crt"]
+    # uv inside the build reads and fills the machine's uv cache: a rebuild downloads nothing.
+    UV_CACHE.mkdir(parents=True, exist_ok=True)
+    cmd += ["--volume", f"{UV_CACHE}:/uv-cache", "--build-arg", "UV_CACHE_DIR=/uv-cache"]
     cmd.append(str(context))
     subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, stdout=sys.stderr)
 
@@ -394,14 +392,7 @@ def _build_all(names: list[str] | None) -> dict[str, dict]:
         base, how = python_base()
         log(f"Python base: {base} ({how})")
         for image in python_images:
-            args: dict[str, str] = {}
-            if image.name == "runner-cpu":
-                if reachable(TORCH_CPU_INDEX + "/torch/"):
-                    args["TORCH_INDEX_URL"] = TORCH_CPU_INDEX
-                else:
-                    log(f"{TORCH_CPU_INDEX} not reachable: torch comes from PyPI (with CUDA libs)")
-                    args["TORCH_INDEX_URL"] = ""
-            results[image.name] = build_dockerfile(image, base, args)
+            results[image.name] = build_dockerfile(image, base, {})
             write_json(results)
 
     if "runner-gpu" in wanted:

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The kondense runner for the CPU pool: torch (CPU build), ONNX Runtime, transformers.
+# The kondense runner for the CPU pool: torch, ONNX Runtime, transformers, as uv.lock pins them.
 # Build from the repository root:  docker build -f images/runner-cpu.Dockerfile -t kondense-runner-cpu .
 #
 # Base pinned by exact tag. Pin its digest too when you build in a registry-connected place:
@@ -9,25 +9,25 @@
 # Debian bookworm base built with mmdebstrap when this one can't be pulled): only `python3` is used.
 ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
 
-# The dependencies alone, read from pyproject.toml: this stage, and the image layer it becomes,
-# are reused until pyproject.toml changes, so a code change rebuilds, pushes and pulls only the
-# small layer of kondense itself (the dependencies are GBs).
+# The dependencies alone, at the versions uv.lock pins: this stage, and the image layer it
+# becomes, are reused until pyproject.toml or uv.lock changes, so a code change rebuilds,
+# pushes and pulls only the small layer of kondense itself (the dependencies are GBs).
 FROM ${PYTHON_IMAGE} AS deps
-# A CA bundle for pip (a TLS-intercepting proxy's), e.g. from a build volume; unset: pip's own.
+# A CA bundle for pip and uv (a TLS-intercepting proxy's), e.g. from a build volume; unset: their own.
 ARG PIP_CERT
-# PyTorch's CPU wheel index first: the PyPI torch wheel drags in several GB of CUDA libraries.
-# Empty: PyPI alone (where that index can't be reached; the image is then about 6 GB larger).
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python3 -m venv /opt/kondense
+# uv's download cache, e.g. a build volume holding the host's (`make images` mounts it, so a
+# rebuild downloads nothing); unset: none, and nothing of it stays in the image.
+ARG UV_CACHE_DIR
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
+# uv itself lives in /opt/uv, which the final image leaves out.
+RUN python3 -m venv /opt/uv /opt/kondense && /opt/uv/bin/pip install uv==0.13.9
 WORKDIR /src
-COPY pyproject.toml ./
+COPY pyproject.toml uv.lock ./
 # kondense itself goes to /opt/kondense-app (next stage); the venv finds it through a .pth file.
-RUN /opt/kondense/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["runner"]))' > requirements.txt \
- && if [ -n "$TORCH_INDEX_URL" ]; then \
-      set -- --index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple; \
-    fi \
- && /opt/kondense/bin/pip install "$@" -r requirements.txt \
+RUN if [ -n "$PIP_CERT" ]; then export SSL_CERT_FILE="$PIP_CERT"; fi \
+ && if [ -z "$UV_CACHE_DIR" ]; then export UV_NO_CACHE=1; fi \
+ && /opt/uv/bin/uv export --frozen --no-emit-project --extra runner -o requirements.txt --quiet \
+ && /opt/uv/bin/uv pip install --python /opt/kondense/bin/python -r requirements.txt \
  && echo /opt/kondense-app > "$(/opt/kondense/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/kondense-app.pth"
 
 FROM deps AS build

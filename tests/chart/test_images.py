@@ -1,15 +1,16 @@
-"""The Dockerfiles install the right extras, as non-root, from pinned bases; the operator
-image's dependency set has no torch or onnxruntime. (tests/images builds and runs them.)"""
+"""The Dockerfiles install the right extras at the versions uv.lock pins, as non-root, from
+pinned bases; the operator image's dependency set has no torch or onnxruntime; the lock matches
+pyproject.toml. (tests/images builds and runs them.)"""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
-from importlib import metadata
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,13 +43,14 @@ def test_every_extra_an_image_names_exists_in_pyproject() -> None:
 
 
 @pytest.mark.parametrize(("image", "extra"), IMAGE_EXTRAS.items())
-def test_image_installs_its_pyproject_extra(image: str, extra: str) -> None:
+def test_image_installs_its_extra_from_the_lock(image: str, extra: str) -> None:
     text = _dockerfile(image)
-    # `pip install ".[extra]"`, or (runner-cpu: dependencies in a layer of their own, before the
-    # package is copied) the requirements read from pyproject's optional-dependencies[extra].
-    installs = re.findall(r"pip install [^\n]*?\"\.\[([\w,-]+)\]\"", text)
-    installs += re.findall(r"\[\"optional-dependencies\"\]\[\"([\w-]+)\"\]", text)
-    assert installs == [extra], f'{image}.Dockerfile should pip install ".[{extra}]"'
+    # The lock's requirements for the extra, without kondense itself (installed after, or in
+    # runner-cpu's case in a layer of its own), installed by uv.
+    exports = re.findall(r"uv export --frozen --no-emit-project --extra ([\w-]+)", text)
+    assert exports == [extra], f"{image}.Dockerfile should `uv export` the lock's [{extra}]"
+    assert "uv pip install --python /opt/kondense/bin/python -r requirements.txt" in text
+    assert re.search(r"^COPY [^\n]*\buv\.lock\b", text, re.M), f"{image} does not COPY uv.lock"
 
 
 @pytest.mark.parametrize("image", IMAGE_EXTRAS)
@@ -74,48 +76,41 @@ def test_gpu_runner_uses_cuda_base_and_onnxruntime_gpu() -> None:
     assert all(b.startswith("nvidia/cuda:") for b in _base_images(text))
     assert "onnxruntime-gpu" in _pyproject()["project"]["optional-dependencies"]["runner-gpu"][1]
     # The CPU build of onnxruntime comes with the runner extra and would shadow the GPU one.
-    assert "pip uninstall -y onnxruntime" in text
+    assert "--no-emit-package onnxruntime " in text
+    locked = _locked("runner-gpu", "--no-emit-package", "onnxruntime")
+    assert "onnxruntime-gpu" in locked and "onnxruntime" not in locked
 
 
-def _closure(requirements: list[str], extras: set[str]) -> set[str]:
-    """Names of the distributions the requirements pull in, resolved through the installed
-    metadata (the venv has every extra installed, so each dependency's own deps are known)."""
-    seen: set[str] = set()
-    todo = [(Requirement(r), extras) for r in requirements]
-    while todo:
-        req, active = todo.pop()
-        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in active | {""}):
-            continue
-        name = canonicalize_name(req.name)
-        if name == "kondense":
-            todo += [(Requirement(r), set(req.extras)) for r in _kondense_requires(req.extras)]
-            continue
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            deps = metadata.requires(req.name) or []
-        except metadata.PackageNotFoundError:
-            continue
-        todo += [(Requirement(d), set(req.extras)) for d in deps]
-    return seen
+def _uv(*args: str) -> subprocess.CompletedProcess[str]:
+    uv = Path(sys.executable).with_name("uv")  # scripts/install-venv.sh puts it in the venv
+    return subprocess.run(
+        [str(uv), *args, "--offline"], cwd=REPO, capture_output=True, text=True, check=False
+    )
 
 
-def _kondense_requires(extras: set[str]) -> list[str]:
-    project = _pyproject()["project"]
-    reqs = list(project["dependencies"])
-    for extra in extras:
-        reqs += project["optional-dependencies"][extra]
-    return reqs
+def _locked(extra: str, *options: str) -> set[str]:
+    """The distributions uv.lock installs for `extra`, exported as the Dockerfiles do."""
+    export = _uv(
+        "export", "--frozen", "--no-emit-project", "--no-hashes", "--extra", extra, *options
+    )
+    assert export.returncode == 0, export.stderr
+    lines = [line for line in export.stdout.splitlines() if "==" in line and line[0] != " "]
+    return {canonicalize_name(line.partition("==")[0]) for line in lines}
+
+
+def test_the_lock_matches_pyproject() -> None:
+    # Fails when a dependency changed in pyproject.toml and `make lock` was not run.
+    check = _uv("lock", "--check")
+    assert check.returncode == 0, f"uv.lock is stale; run `make lock`:\n{check.stderr}"
 
 
 def test_operator_dependency_set_excludes_torch_and_onnxruntime() -> None:
-    deps = _closure(_kondense_requires({"operator"}), set())
-    assert {"kopf", "kubernetes", "pydantic"} <= deps  # the resolution really walked the tree
+    deps = _locked("operator")
+    assert {"kopf", "kubernetes", "pydantic", "aiohttp"} <= deps  # kopf's own dependencies too
     assert not deps & HEAVY, f"the operator image would install {sorted(deps & HEAVY)}"
 
 
 def test_runner_dependency_set_has_torch_and_onnxruntime() -> None:
     # The same resolution finds the heavy packages where they belong, so the test above can fail.
-    deps = _closure(_kondense_requires({"runner"}), set())
+    deps = _locked("runner")
     assert {"torch", "onnxruntime"} <= deps

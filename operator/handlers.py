@@ -101,7 +101,7 @@ def search_child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def reconcile_probe(memo: kopf.Memo, **_: Any) -> float:
     """Part of /healthz: how long the longest-running reconcile has run; fails (so kopf's
     endpoint answers 500) once one has run STUCK_RECONCILE_S."""
-    seconds, job = _reconciler(memo).longest_reconcile()
+    seconds, what = _reconciler(memo).longest_reconcile()
     if seconds >= STUCK_RECONCILE_S:
-        raise kopf.PermanentError(f"the reconcile of {job} has run for {seconds:.0f} s")
+        raise kopf.PermanentError(f"the reconcile of {what} has run for {seconds:.0f} s")
     return round(seconds, 1)

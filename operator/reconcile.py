@@ -7,13 +7,14 @@ the runner Job's name is deterministic per generation and a 409 means it is alre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -179,7 +180,7 @@ class Reconciler:
         self._active: set[tuple[str, str]] = set()
         self._failed: set[tuple[str, str]] = set()
         self._queued: set[tuple[str, str]] = set()
-        self._started: dict[tuple[str, str], float] = {}  # reconciles running, since when
+        self._started: dict[QueueKey, float] = {}  # reconciles running (any kind), since when
         # The work queue (enqueue, work_forever): objects waiting for a worker, new ones first,
         # keyed by kind too (CompressionJobs, and the kinds add_kind registers).
         self._work = threading.Condition(self._locks_guard)
@@ -221,10 +222,9 @@ class Reconciler:
             if key in self._queued:
                 return
             self._queued.add(key)
-        with self._lock(namespace, name):
+        with self._lock(namespace, name), self._running((KIND, namespace, name)):
             with self._locks_guard:
                 self._queued.discard(key)
-                self._started[key] = time.monotonic()
             try:
                 cj: Any = snapshot
                 if snapshot is None or not is_fresh(snapshot):
@@ -242,9 +242,6 @@ class Reconciler:
                 raise
             else:
                 self._reconcile_locked(dict(cj))
-            finally:
-                with self._locks_guard:
-                    self._started.pop(key, None)
 
     def enqueue(
         self,
@@ -294,8 +291,11 @@ class Reconciler:
                     continue
             key, snapshot = taken
             kind, namespace, name = key
+            # A CompressionJob's reconcile_named counts its own run (resync calls it too).
+            running = self._running(key) if kind != KIND else contextlib.nullcontext()
             try:
-                self._reconcile_of(kind)(namespace, name, snapshot=snapshot)
+                with running:
+                    self._reconcile_of(kind)(namespace, name, snapshot=snapshot)
             except Exception as error:  # counted, and retried by the resync loop
                 log.warning("reconcile of %s %s/%s failed: %r", kind, namespace, name, error)
             finally:
@@ -308,12 +308,25 @@ class Reconciler:
             return self.reconcile_named
         return self._kinds[kind].reconcile_named
 
+    @contextlib.contextmanager
+    def _running(self, key: QueueKey) -> Iterator[None]:
+        """Counts the reconcile of `key` (kind, namespace, name) as running while inside."""
+        with self._locks_guard:
+            self._started[key] = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._locks_guard:
+                self._started.pop(key, None)
+
     def longest_reconcile(self) -> tuple[float, str]:
-        """Seconds the longest-running reconcile has run (0 when none), and its job."""
+        """Seconds the longest-running reconcile of any kind has run (0 when none), and what
+        it reconciles ('CompressionSearch ns/name')."""
         now = time.monotonic()
         with self._locks_guard:
             running = [
-                (now - started, f"{ns}/{name}") for (ns, name), started in self._started.items()
+                (now - started, f"{kind} {ns}/{name}")
+                for (kind, ns, name), started in self._started.items()
             ]
         return max(running, default=(0.0, ""))
 

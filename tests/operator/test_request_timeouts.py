@@ -56,8 +56,39 @@ def test_a_reconcile_that_runs_far_too_long_turns_the_liveness_probe_red() -> No
     reconciler = Reconciler(client.ApiClient(client.Configuration()), parse_config(CONFIG, "t"))
     memo = kopf.Memo({handlers.MEMO_KEY: reconciler})
     assert handlers.reconcile_probe(memo=memo) == 0
-    reconciler._started[("ns", "slow")] = time.monotonic() - 5
+    reconciler._started[("CompressionJob", "ns", "slow")] = time.monotonic() - 5
     assert 4 < handlers.reconcile_probe(memo=memo) < STUCK_RECONCILE_S
-    reconciler._started[("ns", "stuck")] = time.monotonic() - STUCK_RECONCILE_S - 1
-    with pytest.raises(kopf.PermanentError, match="ns/stuck"):
+    reconciler._started[("CompressionJob", "ns", "stuck")] = (
+        time.monotonic() - STUCK_RECONCILE_S - 1
+    )
+    with pytest.raises(kopf.PermanentError, match="CompressionJob ns/stuck"):
         handlers.reconcile_probe(memo=memo)
+
+
+def test_a_search_reconcile_a_worker_runs_counts_for_the_liveness_probe() -> None:
+    """The probe sees every kind the workers reconcile, not only CompressionJobs."""
+    reconciler = Reconciler(client.ApiClient(client.Configuration()), parse_config(CONFIG, "t"))
+    inside, release = threading.Event(), threading.Event()
+
+    class Hanging:
+        def reconcile_named(self, namespace: str, name: str, snapshot: object = None) -> None:
+            inside.set()
+            release.wait(10)
+
+        def revisit(self, everything: bool) -> set[tuple[str, str]]:
+            return set()
+
+    reconciler.add_kind("CompressionSearch", Hanging())
+    stop = threading.Event()
+    worker = threading.Thread(target=reconciler.work_forever, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        reconciler.enqueue("ns", "s", kind="CompressionSearch")
+        assert inside.wait(5), "the worker never took the search"
+        seconds, what = reconciler.longest_reconcile()
+        assert what == "CompressionSearch ns/s" and seconds > 0
+    finally:
+        release.set()
+        stop.set()
+        worker.join(5)
+    assert reconciler.longest_reconcile() == (0.0, "")

@@ -18,6 +18,7 @@ from kondense.api.errors import BadInput
 from kondense.api.spec import Metric, Task
 from kondense.runners.io.data import Batch
 from kondense.runners.measure.inference import Device, open_session, run_batches
+from kondense.runners.memory_budget import release_freed_memory
 
 COSINE = "cosine"
 ACCURACY = "accuracy"
@@ -161,4 +162,5 @@ def evaluate_pair(
         session = open_session(path, threads=threads, device=device)
         outputs.append(model_outputs(session, listed, task=task))
         del session
+        release_freed_memory()
     return score(outputs[0], outputs[1], task=task, metric=metric)

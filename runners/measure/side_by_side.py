@@ -152,6 +152,7 @@ def measure_pair(
     from kondense.runners.measure import evaluate
     from kondense.runners.measure.benchmark import benchmark_models, benchmark_session
     from kondense.runners.measure.inference import open_session, pick_device, resolve_threads
+    from kondense.runners.memory_budget import release_freed_memory
 
     settings = spec.evaluation
     threads = resolve_threads(settings.threads)
@@ -184,6 +185,7 @@ def measure_pair(
                 )
             )
         del session
+        release_freed_memory()  # the baseline's pages are not resident beneath the result's
     if interleave:
         progress("benchmark: baseline and result, interleaved", 0, None)
         timings = benchmark_models(

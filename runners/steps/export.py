@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from kondense.api.errors import BadInput, KondenseError
 from kondense.api.spec import Data, ExportConfig, ModelFormat
 from kondense.runners.core import Model, StepContext
+from kondense.runners.memory_budget import release_freed_memory
 from kondense.runners.model import MODEL_FILE, onnx_files, torch_modules
 from kondense.runners.model.assets import copy_assets, hf_assets_dir, tokenizer_dir
 
@@ -119,20 +120,6 @@ def examples_from_data(
         if batch is not None and all(name in batch.inputs for name in input_names):
             return tuple(torch.from_numpy(batch.inputs[name]) for name in input_names)
     return None
-
-
-def release_freed_memory() -> None:
-    """Hand the memory the exporter freed back to the system. glibc keeps freed heap pages for
-    reuse, and after torch's exporter that was over a gigabyte on a 1.2 GB model, resident
-    through every later step. A no-op where the C library has no malloc_trim."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
 
 
 def export_onnx(

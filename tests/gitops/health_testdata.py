@@ -17,6 +17,7 @@ import yaml
 from kondense.api.crd import FAILED, PENDING, RUNNING
 from kondense.api.outcome import Artifact, Outcome, termination_message
 from kondense.api.spec import API_GROUP, API_VERSION, KIND, CompressionJobSpec
+from kondense.operator.queueing import QUEUE_LABEL
 from kondense.operator.status import compute_status, operator_failure
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +69,16 @@ def runner_job(name: str, condition: str | None = None, reason: str = "") -> dic
     return {"metadata": {"name": f"{name}-g1"}, "status": status}
 
 
+def queued_job(name: str, queue: str) -> dict[str, Any]:
+    """A runner Job created suspended for Kueue, as the operator creates it for a queued pool:
+    not started, so no pods."""
+    return {
+        "metadata": {"name": f"{name}-g1", "labels": {QUEUE_LABEL: queue}},
+        "spec": {"suspend": True},
+        "status": {},
+    }
+
+
 def runner_pod(name: str, phase: str, **status: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": f"{name}-g1-x7k2p", "creationTimestamp": "2026-01-01T00:00:01Z"},
@@ -105,6 +116,20 @@ UNSCHEDULABLE = {
         }
     ]
 }
+# Kueue's Workload for a Job its ClusterQueue has no quota for yet, in Kueue's own words.
+NO_QUOTA_WORKLOAD = {
+    "status": {
+        "conditions": [
+            {
+                "type": "QuotaReserved",
+                "status": "False",
+                "reason": "Pending",
+                "message": "couldn't assign flavors to pod set main: insufficient unused quota"
+                " for cpu in flavor default, 2 more needed",
+            }
+        ]
+    }
+}
 IMAGE_PULL = {
     "containerStatuses": [
         {
@@ -121,9 +146,14 @@ IMAGE_PULL = {
 }
 
 
-def observed(name: str, job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> dict[str, Any]:
+def observed(
+    name: str,
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    workload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     cj = compression_job(name)
-    cj["status"] = compute_status(cj, SPEC, "cpu", job, pods, NOW)
+    cj["status"] = compute_status(cj, SPEC, "cpu", job, pods, NOW, workload)
     return cj
 
 
@@ -156,6 +186,12 @@ def cases() -> list[tuple[str, dict[str, Any], str]]:
             observed(
                 "pod-pending", runner_job("pod-pending"), [runner_pod("pod-pending", PENDING)]
             ),
+            "Progressing",
+        ),
+        # Waiting for quota is not stuck: Kueue starts the Job when its ClusterQueue has room.
+        (
+            "pending-queued",
+            observed("queued", queued_job("queued", "team-a"), [], NO_QUOTA_WORKLOAD),
             "Progressing",
         ),
         (

@@ -32,7 +32,8 @@ has no such files, so the operator refuses them when it reconciles the job.
 
 Optional per pool, for production platforms: `serviceAccountName` (the runner pods' identity,
 e.g. for IRSA or Workload Identity, unless a job names its own), `imagePullSecrets` (names),
-`envFrom` (ConfigMaps or Secrets of the job's namespace, as Kubernetes EnvFromSource objects),
+`envFrom` (ConfigMaps or Secrets of the job's namespace, as Kubernetes EnvFromSource objects;
+a job's spec.storage.secretRef comes after them, so its keys win),
 `jobLabels` and `jobAnnotations` (on runner Jobs and their pods), `podSecurityContext` and
 `containerSecurityContext` (merged over the restricted defaults: a platform that assigns UIDs
 sets `runAsUser: null`), and `tmpSizeLimit`/`workSizeLimit` (the emptyDirs' sizeLimit).
@@ -157,6 +158,28 @@ class OperatorConfig(ConfigModel):
         if self.device_pools is not None:
             return self.device_pools
         return {device: device.value for device in DeviceClass if device.value in self.pools}
+
+
+# Storage credentials the runner's S3 client (s3fs, botocore) reads from its environment.
+CREDENTIAL_ENV_PREFIX = "AWS_"
+
+
+def credential_env_warnings(config: OperatorConfig) -> list[str]:
+    """What to tell the admin about pools whose plain `env` sets storage credentials: Kubernetes
+    puts a container's env above its envFrom, so those keys override the same keys of every
+    job's spec.storage.secretRef, silently. Legitimate for a single-tenant or local cluster, so
+    a warning, not an error."""
+    warnings = []
+    for name, pool in sorted(config.pools.items()):
+        keys = sorted(key for key in pool.env if key.startswith(CREDENTIAL_ENV_PREFIX))
+        if keys:
+            warnings.append(
+                f"pools.{name}.env sets {', '.join(keys)}: Kubernetes puts env above envFrom, so"
+                f" these override the same keys in every job's spec.storage.secretRef on pool"
+                f" {name}; to let jobs bring their own credentials, move them to a Secret named in"
+                f" pools.{name}.envFrom"
+            )
+    return warnings
 
 
 class ConfigError(ValueError):

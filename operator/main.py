@@ -27,7 +27,7 @@ from typing import Any
 import kopf
 
 from kondense.operator import handlers, metrics
-from kondense.operator.config import ConfigError, load_config
+from kondense.operator.config import ConfigError, credential_env_warnings, load_config
 from kondense.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from kondense.operator.leader import LeaderElection
 from kondense.operator.reconcile import REQUEST_TIMEOUT_S, Reconciler
@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     # kopf owns the log format; --log-level picks its verbosity.
     kopf.configure(verbose=args.log_level == "debug", quiet=args.log_level in ("warning", "error"))
     logging.getLogger("kondense").setLevel(args.log_level.upper())
+    for warning in credential_env_warnings(config):
+        log.warning("%s: %s", args.config, warning)
     reconciler = Reconciler(api_client(), config)
     SearchReconciler(reconciler)  # CompressionSearches go through the same workers
     metrics.serve(args.metrics_port)

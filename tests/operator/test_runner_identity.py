@@ -11,7 +11,12 @@ from pydantic import ValidationError
 
 from kondense.api.errors import ALLOW_HTTP_ENV, ALLOW_PRIVATE_ENV, MAX_DOWNLOAD_BYTES_ENV
 from kondense.api.spec import CompressionJobSpec
-from kondense.operator.config import OperatorConfig, PoolConfig, parse_config
+from kondense.operator.config import (
+    OperatorConfig,
+    PoolConfig,
+    credential_env_warnings,
+    parse_config,
+)
 from kondense.operator.jobs import build_runner_job
 from kondense.operator.pools import LocalUriInCluster, select_node_pool
 
@@ -82,6 +87,35 @@ def test_job_service_account_wins_over_the_pools_and_keeps_the_token_unmounted()
 def test_a_service_account_of_another_namespace_cannot_be_named() -> None:
     with pytest.raises(ValidationError, match=r"serviceAccountName"):
         spec(serviceAccountName="system:serviceaccount:kube-system:admin")
+
+
+def test_a_pool_env_that_sets_storage_credentials_is_warned_about_naming_pool_and_keys() -> None:
+    """Kubernetes puts env above envFrom: a pool's AWS_* would silently beat every job's own
+    Secret. envFrom, and other variables, do not."""
+    config = parse_config(
+        {
+            "pools": {
+                "shared": {
+                    "image": "x",
+                    "env": {
+                        "AWS_SECRET_ACCESS_KEY": "s",
+                        "AWS_ACCESS_KEY_ID": "k",
+                        "HTTPS_PROXY": "p",
+                    },
+                },
+                "teams": {
+                    "image": "x",
+                    "env": {"HF_HUB_OFFLINE": "1"},
+                    "envFrom": [{"secretRef": {"name": "default-s3"}}],
+                },
+            }
+        },
+        "config.yaml",
+    )
+    (warning,) = credential_env_warnings(config)
+    assert warning.startswith("pools.shared.env sets AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY:")
+    assert "spec.storage.secretRef" in warning and "pools.shared.envFrom" in warning
+    assert "HTTPS_PROXY" not in warning
 
 
 # --- item 2: per-pool platform settings ------------------------------------------------------

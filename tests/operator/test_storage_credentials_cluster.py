@@ -85,6 +85,15 @@ def test_a_jobs_own_secret_reaches_its_runner_which_reads_and_writes_s3_with_it(
     assert "out/tiny/report.json" in {o["Key"] for o in listed}
 
 
+def test_the_operator_warns_at_start_that_a_pools_env_credentials_beat_jobs_secrets(
+    operator: Operator,
+) -> None:
+    """The local cpu pool carries the test S3 server's keys in its env; `cloud` does not."""
+    log = operator.log(tail=None)
+    assert "pools.cpu.env sets AWS_ACCESS_KEY_ID, AWS_DEFAULT_REGION" in log, log
+    assert "pools.cloud.env" not in log
+
+
 def test_a_file_uri_on_a_pool_without_working_dir_fails_at_reconcile(
     cluster: Cluster, operator: Operator, kop_namespace: str
 ) -> None:

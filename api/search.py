@@ -12,7 +12,7 @@ baseline on its own node, never by raw latencies from different machines.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -507,6 +507,32 @@ def best(finals: Sequence[Measured], objective: SearchObjective) -> Measured | N
     return min(
         accepted, key=lambda m: (-score(m, objective.minimize), m.metric_drop or 0.0, m.candidate)
     )
+
+
+def why_best(
+    winner: Measured,
+    finals: Sequence[Measured],
+    objective: SearchObjective,
+    names: Mapping[int, str],
+) -> str:
+    """One line: why `winner`, the best of `finals`, won: its figure and metric drop against the
+    budget, how many accepted fully evaluated candidates it beat, and the runner-up (`names`:
+    candidate index -> name). The operator's status and `kondense search` both say this."""
+    latency = objective.minimize is Objective.latency
+    budget = objective.max_metric_drop
+    accepted = [m for m in finals if m.round is Round.full and m.succeeded and within(m, budget)]
+    line = (
+        f"{'fastest' if latency else 'smallest'} accepted: "
+        f"{score(winner, objective.minimize):.2f}x {'speedup' if latency else 'size ratio'}, "
+        f"drop {winner.metric_drop or 0:.4g} ≤ {budget:g}"
+    )
+    runner_up = best([m for m in accepted if m.candidate != winner.candidate], objective)
+    if runner_up is not None:
+        line += (
+            f" (of {len(accepted)} accepted; next: {names[runner_up.candidate]} at "
+            f"{score(runner_up, objective.minimize):.2f}x)"
+        )
+    return line
 
 
 def pareto(finals: Sequence[Measured]) -> list[int]:

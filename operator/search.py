@@ -40,7 +40,6 @@ from kondense.api.search import (
     CompressionSearch,
     CompressionSearchSpec,
     Measured,
-    Objective,
     Plan,
     Round,
     best,
@@ -51,6 +50,7 @@ from kondense.api.search import (
     pareto,
     promotion,
     space_size,
+    why_best,
     within,
 )
 from kondense.api.spec import API_GROUP, API_VERSION, KIND
@@ -257,16 +257,6 @@ def candidate_entry(
     return entry
 
 
-def why_best(winner: Measured, spec: CompressionSearchSpec, finals: int) -> str:
-    """One line: why this candidate won."""
-    budget = spec.objective.max_metric_drop
-    drop = f"drop {winner.metric_drop:.4g} ≤ {budget:g}"
-    of = f" (of {finals} fully evaluated)" if finals > 1 else ""
-    if spec.objective.minimize is Objective.latency:
-        return f"fastest accepted: {winner.speedup or 0:.2f}x speedup, {drop}{of}"
-    return f"smallest accepted: {winner.size_ratio or 0:.2f}x size ratio, {drop}{of}"
-
-
 def cpu_note(children: Sequence[Mapping[str, Any]]) -> str:
     """What to say when the candidates ran on different CPUs: each one is judged by the ratios
     it measured against its own baseline on its own node, so they stay comparable, but raw
@@ -321,7 +311,6 @@ def compute_search_status(
         "paretoFront": [names[i] for i in pareto(finals)],
         "startTime": previous.get("startTime") or now,
     }
-    finished_count = sum(1 for m in finals if m.finished)
     if winner is not None:
         child = observed.children[(winner.candidate, Round.full)]
         chosen = next(c for c in observed.candidates if c.index == winner.candidate)
@@ -335,7 +324,7 @@ def compute_search_status(
                 "speedup": winner.speedup,
                 "sizeRatio": winner.size_ratio,
                 "metricDrop": winner.metric_drop,
-                "why": why_best(winner, spec, finished_count),
+                "why": why_best(winner, finals, spec.objective, names),
             }.items()
             if v is not None
         }
@@ -373,8 +362,9 @@ def _search_phase(
     timeout = spec.budget.timeout_seconds
     if observed.plan.done:
         if winner is not None:
-            name = next(c.name for c in observed.candidates if c.index == winner.candidate)
-            why = why_best(winner, spec, sum(1 for m in finals if m.finished))
+            names = {c.index: c.name for c in observed.candidates}
+            name = names[winner.candidate]
+            why = why_best(winner, finals, spec.objective, names)
             if observed.timed_out:
                 return Phase(
                     SUCCEEDED,

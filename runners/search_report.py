@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from kondense.api.outcome import Results
-from kondense.api.search import Candidate, Measured, Objective, Round
+from kondense.api.search import Candidate, Measured, Round, why_best
 from kondense.runners.io import storage
 from kondense.runners.pareto import Point, write_chart
 from kondense.runners.search import Child, SearchRun
@@ -42,22 +42,9 @@ def cpu_note(run: SearchRun) -> str | None:
 
 
 def why(run: SearchRun, winner: Measured) -> str:
-    """One line: why the best won, against the runner-up."""
-    objective = run.search.spec.objective
-    name = run.candidates[winner.candidate].name
-    accepted = _accepted_finals(run)
-    measure, value = _objective_figure(winner, objective.minimize)
-    line = (
-        f"{name} has the highest {measure} ({value:.2f}x) of {len(accepted)} accepted fully "
-        f"evaluated candidate(s), metric drop {winner.metric_drop:.4f} within maxMetricDrop "
-        f"{objective.max_metric_drop:g}"
-    )
-    others = [m for m in accepted if m.candidate != winner.candidate]
-    if others:
-        runner_up = max(others, key=lambda m: _objective_figure(m, objective.minimize)[1])
-        figure = _objective_figure(runner_up, objective.minimize)[1]
-        line += f"; next: {run.candidates[runner_up.candidate].name} at {figure:.2f}x"
-    return line
+    """One line: why the best won, against the runner-up (the operator's words)."""
+    names = {c.index: c.name for c in run.candidates}
+    return why_best(winner, run.finals, run.search.spec.objective, names)
 
 
 def advice(run: SearchRun) -> str:
@@ -208,21 +195,6 @@ def write_outputs(run: SearchRun) -> tuple[str, str | None]:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _accepted_finals(run: SearchRun) -> list[Measured]:
-    max_drop = run.search.spec.objective.max_metric_drop
-    return [
-        m
-        for m in run.finals
-        if m.succeeded and m.metric_drop is not None and m.metric_drop <= max_drop
-    ]
-
-
-def _objective_figure(measured: Measured, minimize: Objective) -> tuple[str, float]:
-    if minimize is Objective.latency:
-        return "speedup", measured.speedup or 0.0
-    return "size ratio", measured.size_ratio or 0.0
 
 
 def _candidate_entry(run: SearchRun, candidate: Candidate) -> dict[str, Any]:

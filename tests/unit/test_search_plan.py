@@ -22,6 +22,7 @@ from kondense.api.search import (
     pareto,
     promoted,
     space_size,
+    why_best,
 )
 from kondense.api.steps import DeviceClass
 
@@ -139,6 +140,28 @@ def test_best_is_the_fastest_accepted_full_round_candidate() -> None:
     winner = best(sized, by_size)
     assert winner is not None and winner.candidate == 3
     assert best([done(1, Round.full, 3.0, 0.02)], objective) is None
+
+
+def test_why_the_best_won_names_its_figure_the_budget_and_the_runner_up() -> None:
+    objective = SearchObjective(max_metric_drop=0.01)
+    names = {0: "int8-dynamic", 1: "int8-static", 3: "int8-auto"}
+    finals = [
+        done(0, Round.full, 2.0, 0.004),
+        done(1, Round.full, 3.0, 0.02),  # over budget: not the runner-up
+        done(3, Round.full, 2.5, 0.008),
+    ]
+    winner = best(finals, objective)
+    assert winner is not None
+    assert why_best(winner, finals, objective, names) == (
+        "fastest accepted: 2.50x speedup, drop 0.008 ≤ 0.01 (of 2 accepted; next: int8-dynamic"
+        " at 2.00x)"
+    )
+    alone = [finals[2]]
+    assert why_best(winner, alone, objective, names) == (
+        "fastest accepted: 2.50x speedup, drop 0.008 ≤ 0.01"
+    )
+    by_size = SearchObjective(minimize=Objective.size, max_metric_drop=0.01)
+    assert why_best(winner, alone, by_size, names).startswith("smallest accepted: 4.00x size")
 
 
 def test_the_pareto_front_drops_dominated_candidates() -> None:

@@ -25,6 +25,8 @@ KSTATUS = {
     "new": "InProgress",
     "pending-creating-job": "InProgress",
     "pending-pod": "InProgress",
+    # Waiting for Kueue's quota is not stuck: Flux waits, as for a pod being scheduled.
+    "pending-queued": "InProgress",
     "stalled-unschedulable": "Failed",
     "stalled-image-pull": "Failed",
     "running": "InProgress",

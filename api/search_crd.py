@@ -57,12 +57,42 @@ NAME_RULE = rule(
 )
 
 
+# Children already ran on the spec: a changed model, space or evaluation would mix two
+# searches' results under one best. Only the budget may change (raise timeoutSeconds or
+# parallelism mid-run, as Katib lets an Experiment's trial counts change); the operator reads
+# it on every reconcile.
+MUTABLE_SPEC_FIELDS = frozenset({"budget"})
+FIXED_WHY = (
+    "once the search is created (its candidates ran on it); only spec.budget can. Delete the "
+    "search and apply it again, or apply the change under a new name"
+)
+
+
+def attach_fixed_spec_rules(schema: dict[str, Any]) -> None:
+    """Transition rules that refuse a change of any spec field but the budget: one per field
+    (the message names it), and one on spec for fields added or removed."""
+    properties: dict[str, Any] = schema["properties"]
+    fixed = sorted(set(properties) - MUTABLE_SPEC_FIELDS)
+    for name in fixed:
+        properties[name].setdefault("x-kubernetes-validations", []).append(
+            rule("self == oldSelf", f"spec.{name} cannot change {FIXED_WHY}")
+        )
+    optional = [name for name in fixed if name not in schema.get("required", [])]
+    schema["x-kubernetes-validations"].append(
+        rule(
+            " && ".join(f"has(self.{name}) == has(oldSelf.{name})" for name in optional),
+            f"spec: fields other than budget cannot be added or removed {FIXED_WHY}",
+        )
+    )
+
+
 def search_spec_schema() -> dict[str, Any]:
     """spec's OpenAPI schema with the CEL rules attached where they apply."""
     raw = CompressionSearchSpec.model_json_schema(by_alias=True, mode="validation")
     schema = structural_schema(raw)
-    schema["x-kubernetes-validations"] = SEARCH_RULES
+    schema["x-kubernetes-validations"] = list(SEARCH_RULES)
     attach_location_rules(schema["properties"])
+    attach_fixed_spec_rules(schema)
     return schema
 
 

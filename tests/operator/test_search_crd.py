@@ -116,3 +116,29 @@ def test_the_apiserver_refuses_a_name_too_long_to_label_the_children(
     )
     assert applied.returncode != 0
     assert "metadata.name: a CompressionSearch's name labels its children" in applied.stderr
+
+
+@pytest.mark.cluster
+def test_only_the_budget_of_a_created_search_can_change(
+    cluster: Cluster, crd: None, namespace: str
+) -> None:
+    """A changed model, space or evaluation would mix two searches under one best."""
+    cluster.kubectl_run("apply", "-f", "-", input=_manifest("fixed", namespace, VALID))
+
+    def patch(spec: dict[str, Any]) -> Any:
+        body = json.dumps({"spec": spec})
+        return cluster.kubectl_run(
+            "-n", namespace, "patch", "compressionsearch", "fixed", "--type=merge", "-p", body,
+            check=False,
+        )  # fmt: skip
+
+    moved = patch({"model": {"uri": "s3://models/other"}})
+    assert moved.returncode != 0, "spec.model changed"
+    assert "spec.model cannot change once the search is created" in moved.stderr, moved.stderr
+    added = patch({"space": {"quantize": {"modes": ["dynamic"]}}})
+    assert added.returncode != 0, "spec.space was added"
+    assert "spec: fields other than budget cannot be added or removed" in added.stderr
+    raised = patch({"budget": {"parallelism": 3, "timeoutSeconds": 7200}})
+    assert raised.returncode == 0, raised.stderr
+    unchanged = cluster.kubectl_run("apply", "-f", "-", input=_manifest("fixed", namespace, VALID))
+    assert unchanged.returncode == 0, "re-applying the same spec is no change"

@@ -254,3 +254,16 @@ def test_the_message_says_when_candidates_ran_on_different_cpus(
     ]
     note = cpu_note(children)
     assert (said in note) if said else note == ""
+
+
+def test_a_budget_raised_mid_run_takes_effect_at_the_next_reconcile() -> None:
+    """spec.budget is the one part of a search's spec the CRD lets change after creation."""
+    api = FakeApi(search_body(budget={"parallelism": 1, "maxCandidates": 6, "timeoutSeconds": 60}))
+    searches, _ = reconciler(api)
+    searches.reconcile_named("ns", "s")
+    assert api.created == ["s-00-screen"]
+    api.search["spec"]["budget"]["parallelism"] = 2
+    api.search["metadata"]["generation"] = 2
+    searches.reconcile_named("ns", "s")
+    assert api.created == ["s-00-screen", "s-01-screen"]
+    assert api.search["status"]["observedGeneration"] == 2

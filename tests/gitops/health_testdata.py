@@ -117,7 +117,7 @@ UNSCHEDULABLE = {
     ]
 }
 # Kueue's Workload for a Job its ClusterQueue has no quota for yet, in Kueue's own words.
-NO_QUOTA_WORKLOAD = {
+PENDING_WORKLOAD = {
     "status": {
         "conditions": [
             {
@@ -125,7 +125,7 @@ NO_QUOTA_WORKLOAD = {
                 "status": "False",
                 "reason": "Pending",
                 "message": "couldn't assign flavors to pod set main: insufficient unused quota"
-                " for cpu in flavor default, 2 more needed",
+                " for cpu in flavor default-flavor, 100m more needed",
             }
         ]
     }
@@ -191,7 +191,7 @@ def cases() -> list[tuple[str, dict[str, Any], str]]:
         # Waiting for quota is not stuck: Kueue starts the Job when its ClusterQueue has room.
         (
             "pending-queued",
-            observed("queued", queued_job("queued", "team-a"), [], NO_QUOTA_WORKLOAD),
+            observed("queued", queued_job("queued", "team-a"), [], PENDING_WORKLOAD),
             "Progressing",
         ),
         (

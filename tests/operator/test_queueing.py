@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from gitops.health_testdata import PENDING_WORKLOAD
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
@@ -83,21 +84,6 @@ def test_a_queue_name_must_be_a_label_value() -> None:
         spec(queueName="Team A")
     with pytest.raises(ValidationError, match="queueName"):
         pool(queueName="x" * 64)
-
-
-PENDING_WORKLOAD = {
-    "status": {
-        "conditions": [
-            {
-                "type": "QuotaReserved",
-                "status": "False",
-                "reason": "Pending",
-                "message": "couldn't assign flavors to pod set main: insufficient unused quota"
-                " for cpu in flavor default-flavor, 100m more needed",
-            }
-        ]
-    }
-}
 
 
 def suspended_job(queue: str | None) -> dict[str, Any]:

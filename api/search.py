@@ -497,16 +497,20 @@ def promoted(screened: Sequence[Measured], objective: SearchObjective, keep: flo
 def best(finals: Sequence[Measured], objective: SearchObjective) -> Measured | None:
     """The accepted, fully evaluated candidate with the highest score; ties to the smaller
     drop, then the lower index."""
-    accepted = [
+    return min(
+        accepted(finals, objective),
+        key=lambda m: (-score(m, objective.minimize), m.metric_drop or 0.0, m.candidate),
+        default=None,
+    )
+
+
+def accepted(finals: Sequence[Measured], objective: SearchObjective) -> list[Measured]:
+    """The fully evaluated candidates that succeeded within the metric budget."""
+    return [
         m
         for m in finals
         if m.round is Round.full and m.succeeded and within(m, objective.max_metric_drop)
     ]
-    if not accepted:
-        return None
-    return min(
-        accepted, key=lambda m: (-score(m, objective.minimize), m.metric_drop or 0.0, m.candidate)
-    )
 
 
 def why_best(
@@ -520,16 +524,16 @@ def why_best(
     candidate index -> name). The operator's status and `kondense search` both say this."""
     latency = objective.minimize is Objective.latency
     budget = objective.max_metric_drop
-    accepted = [m for m in finals if m.round is Round.full and m.succeeded and within(m, budget)]
+    passed = accepted(finals, objective)
     line = (
         f"{'fastest' if latency else 'smallest'} accepted: "
         f"{score(winner, objective.minimize):.2f}x {'speedup' if latency else 'size ratio'}, "
         f"drop {winner.metric_drop or 0:.4g} ≤ {budget:g}"
     )
-    runner_up = best([m for m in accepted if m.candidate != winner.candidate], objective)
+    runner_up = best([m for m in passed if m.candidate != winner.candidate], objective)
     if runner_up is not None:
         line += (
-            f" (of {len(accepted)} accepted; next: {names[runner_up.candidate]} at "
+            f" (of {len(passed)} accepted; next: {names[runner_up.candidate]} at "
             f"{score(runner_up, objective.minimize):.2f}x)"
         )
     return line

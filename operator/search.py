@@ -311,6 +311,7 @@ def compute_search_status(
         "paretoFront": [names[i] for i in pareto(finals)],
         "startTime": previous.get("startTime") or now,
     }
+    why = why_best(winner, finals, spec.objective, names) if winner is not None else ""
     if winner is not None:
         child = observed.children[(winner.candidate, Round.full)]
         chosen = next(c for c in observed.candidates if c.index == winner.candidate)
@@ -324,11 +325,12 @@ def compute_search_status(
                 "speedup": winner.speedup,
                 "sizeRatio": winner.size_ratio,
                 "metricDrop": winner.metric_drop,
-                "why": why_best(winner, finals, spec.objective, names),
+                "why": why,
             }.items()
             if v is not None
         }
-    phase = _search_phase(spec, observed, winner, done, total, finals)
+    won = f"{names[winner.candidate]}: {why}" if winner is not None else None
+    phase = _search_phase(spec, observed, names, won, done, total, finals)
     message = phase.message + (f"; {note}" if note else "")
     status.update(
         {
@@ -353,26 +355,25 @@ def compute_search_status(
 def _search_phase(
     spec: CompressionSearchSpec,
     observed: Observed,
-    winner: Measured | None,
+    names: dict[int, str],
+    won: str | None,
     done: int,
     total: int,
     finals: list[Measured],
 ) -> Phase:
+    """`won`: "<best candidate>: <why it won>", or None while no candidate is accepted."""
     budget = spec.objective.max_metric_drop
     timeout = spec.budget.timeout_seconds
     if observed.plan.done:
-        if winner is not None:
-            names = {c.index: c.name for c in observed.candidates}
-            name = names[winner.candidate]
-            why = why_best(winner, finals, spec.objective, names)
+        if won is not None:
             if observed.timed_out:
                 return Phase(
                     SUCCEEDED,
                     TIMED_OUT,
                     f"budget.timeoutSeconds ({timeout} s) ran out after {done}/{total} "
-                    f"candidates; best so far {name}: {why}",
+                    f"candidates; best so far {won}",
                 )
-            return Phase(SUCCEEDED, "BestFound", f"best {name}: {why}; {total} candidates tried")
+            return Phase(SUCCEEDED, "BestFound", f"best {won}; {total} candidates tried")
         measured = [m for m in finals if m.metric_drop is not None]
         closest = min(measured, key=lambda m: m.metric_drop or 0.0, default=None)
         nearest = (
@@ -400,7 +401,6 @@ def _search_phase(
     ]
     if not observed.children:
         return Phase(PENDING, "Starting", f"starting the first of {total} candidates")
-    names = {c.index: c.name for c in observed.candidates}
     doing = ", ".join(f"{names.get(i, i)} ({r.value})" for i, r in running) or "none"
     evaluating = any(r is Round.full for _, r in running)
     return Phase(
